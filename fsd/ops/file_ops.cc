@@ -1,0 +1,156 @@
+// File I/O: create, open, read, write, fsync, fallocate, lseek,
+// copy_file_range.
+//
+// FLUSH and RELEASE are left to libfuse on purpose: fsd keeps no per-open
+// state, and the kernel holds its lookup reference to an open file until the
+// last close, so an unlinked open file lives exactly as long as it should.
+// Without a flush handler the kernel stops sending FLUSH after the first one
+// (one round trip less per close) and still reports write-back errors such as
+// ENOSPC from close(2).
+#include <fcntl.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "common/status.h"
+#include "fsd/ops/ops.h"
+
+namespace memfuse::fsd::ops {
+namespace {
+
+void ReplyOpened(fuse_req_t req, fuse_file_info* fi) {
+  // Pages stay valid across opens: only the kernel changes file data.
+  fi->keep_cache = 1;
+  fuse_reply_open(req, fi);
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  absl::Status status = ContextOf(req).tree->Open(ino, fi->flags);
+  if (!status.ok()) {
+    ReplyStatus(req, status);
+    return;
+  }
+  ReplyOpened(req, fi);
+}
+
+void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+            fuse_file_info* fi) {
+  Context& ctx = ContextOf(req);
+  absl::StatusOr<struct stat> st = ctx.tree->MakeNode(
+      parent, name, S_IFREG | (mode & 07777), 0, {}, CallerOf(req));
+  if (!st.ok() && common::StatusToErrno(st.status()) == EEXIST &&
+      !(fi->flags & O_EXCL)) {
+    // Open the existing file, as open(O_CREAT) without O_EXCL does.
+    st = ctx.tree->Lookup(parent, name);
+    if (st.ok()) {
+      absl::Status status;
+      if (S_ISDIR(st->st_mode)) {
+        status = common::ErrnoStatus(EISDIR);
+      } else {
+        status = ctx.tree->Open(st->st_ino, fi->flags);
+      }
+      if (!status.ok()) {
+        ctx.tree->Forget(st->st_ino, 1);
+        st = status;
+      } else {
+        st = ctx.tree->GetAttr(st->st_ino);  // after O_TRUNC
+      }
+    }
+  }
+  if (!st.ok()) {
+    ReplyStatus(req, st.status());
+    return;
+  }
+  fuse_entry_param e = EntryParam(ctx, *st);
+  fi->keep_cache = 1;
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) ctx.tree->Forget(e.ino, 1);
+}
+
+void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+          fuse_file_info*) {
+  // One buffer per worker thread: a fresh 1 MiB allocation per read would
+  // cost more page faults than the copy itself.
+  thread_local std::vector<char> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  absl::StatusOr<size_t> n = ContextOf(req).tree->Read(
+      ino, static_cast<uint64_t>(offset), size, buffer.data());
+  if (!n.ok()) {
+    ReplyStatus(req, n.status());
+    return;
+  }
+  fuse_reply_buf(req, buffer.data(), *n);
+}
+
+void Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size,
+           off_t offset, fuse_file_info*) {
+  absl::StatusOr<size_t> n = ContextOf(req).tree->Write(
+      ino, static_cast<uint64_t>(offset), data, size);
+  if (!n.ok()) {
+    ReplyStatus(req, n.status());
+    return;
+  }
+  fuse_reply_write(req, *n);
+}
+
+// Without a mirror everything is as durable as it will ever be.
+void Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+  fuse_reply_err(req, 0);
+}
+
+void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+               off_t length, fuse_file_info*) {
+  if (offset < 0 || length <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  ReplyStatus(req, ContextOf(req).tree->Fallocate(
+                       ino, mode, static_cast<uint64_t>(offset),
+                       static_cast<uint64_t>(length)));
+}
+
+void Lseek(fuse_req_t req, fuse_ino_t ino, off_t offset, int whence,
+           fuse_file_info*) {
+  if (offset < 0) {
+    fuse_reply_err(req, ENXIO);
+    return;
+  }
+  absl::StatusOr<uint64_t> pos = ContextOf(req).tree->Lseek(
+      ino, static_cast<uint64_t>(offset), whence);
+  if (!pos.ok()) {
+    ReplyStatus(req, pos.status());
+    return;
+  }
+  fuse_reply_lseek(req, static_cast<off_t>(*pos));
+}
+
+void CopyFileRange(fuse_req_t req, fuse_ino_t in, off_t in_offset,
+                   fuse_file_info*, fuse_ino_t out, off_t out_offset,
+                   fuse_file_info*, size_t length, int flags) {
+  if (flags != 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  absl::StatusOr<size_t> n = ContextOf(req).tree->CopyFileRange(
+      in, static_cast<uint64_t>(in_offset), out,
+      static_cast<uint64_t>(out_offset), length);
+  if (!n.ok()) {
+    ReplyStatus(req, n.status());
+    return;
+  }
+  fuse_reply_write(req, *n);
+}
+
+}  // namespace
+
+void AddFileOps(fuse_lowlevel_ops& ops) {
+  ops.create = Create;
+  ops.open = Open;
+  ops.read = Read;
+  ops.write = Write;
+  ops.fsync = Fsync;
+  ops.fallocate = Fallocate;
+  ops.lseek = Lseek;
+  ops.copy_file_range = CopyFileRange;
+}
+
+}  // namespace memfuse::fsd::ops

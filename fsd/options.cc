@@ -1,0 +1,116 @@
+#include "fsd/options.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace memfuse::fsd {
+namespace {
+
+constexpr uint64_t kMaxBlockSizeKb = 64 * 1024;
+
+ParseResult Fail(std::string message) {
+  return ParseResult{std::nullopt, 2,
+                     absl::StrCat("mem-fuse: ", message, " (see --help)")};
+}
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+}  // namespace
+
+ParseResult ParseOptions(int argc, const char* const* argv) {
+  Options o;
+  std::optional<uint64_t> write_limit;
+  std::vector<std::string> raw_fuse_options;
+
+  CLI::App app(
+      "mem-fuse: an in-memory FUSE filesystem, optionally a write-back cache "
+      "in front of a mirror.\nRuns in the foreground; Ctrl-C, SIGTERM or "
+      "`fusermount3 -u MOUNTPOINT` unmounts.",
+      "mem-fuse");
+  app.set_version_flag("--version", "mem-fuse " MEMFUSE_VERSION);
+  app.add_option("MOUNTPOINT", o.mountpoint, "Existing directory to mount on")
+      ->required();
+  app.add_option("--mirror", o.mirror,
+                 "Mirror to write back to: /path, file:///path or "
+                 "http://host:port (not in this build yet)");
+  app.add_option("--cache-size", o.cache_size_mb,
+                 "Resident file data limit in MB; without a mirror this is "
+                 "the filesystem's size")
+      ->capture_default_str();
+  app.add_option("--cache-max-write-size", write_limit,
+                 "Dirty (not yet mirrored) data limit in MB, at most the cache "
+                 "size; applies with --mirror [default: half the cache]");
+  app.add_option("--lazy-load", o.lazy_load,
+                 "true|false: load the mirror's tree on demand (with --mirror)")
+      ->capture_default_str();
+  app.add_option("--root", o.root_node,
+                 "Remote root node of an http mirror (with --mirror http://)");
+  app.add_option("--block-size", o.block_size_kb,
+                 "Block size in KB: a power of two, at least 4")
+      ->capture_default_str();
+  app.add_option("-o", raw_fuse_options,
+                 "FUSE mount options, comma-separated (e.g. -o ro)")
+      ->allow_extra_args(false);
+  app.add_flag("--debug", o.debug, "Log every FUSE request to stderr");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    return ParseResult{std::nullopt, 0, app.help()};
+  } catch (const CLI::CallForVersion&) {
+    return ParseResult{std::nullopt, 0, "mem-fuse " MEMFUSE_VERSION "\n"};
+  } catch (const CLI::ParseError& e) {
+    return Fail(e.what());
+  }
+
+  if (!o.mirror.empty()) {
+    return Fail(absl::StrCat("--mirror ", o.mirror,
+                             ": mirroring is not available in this build yet"));
+  }
+  if (o.root_node.has_value()) {
+    return Fail("--root needs an http --mirror");
+  }
+  if (o.cache_size_mb == 0) return Fail("--cache-size must be at least 1");
+  if (o.block_size_kb < 4 || !IsPowerOfTwo(o.block_size_kb) ||
+      o.block_size_kb > kMaxBlockSizeKb) {
+    return Fail(absl::StrCat("--block-size ", o.block_size_kb,
+                             ": must be a power of two from 4 to ",
+                             kMaxBlockSizeKb, " KB"));
+  }
+  if (write_limit.has_value()) {
+    if (*write_limit == 0) {
+      return Fail("--cache-max-write-size must be at least 1");
+    }
+    if (*write_limit > o.cache_size_mb) {
+      return Fail(absl::StrCat("--cache-max-write-size ", *write_limit,
+                               " exceeds --cache-size ", o.cache_size_mb));
+    }
+    o.cache_max_write_size_mb = *write_limit;
+  } else {
+    o.cache_max_write_size_mb = std::max<uint64_t>(1, o.cache_size_mb / 2);
+  }
+  for (const std::string& group : raw_fuse_options) {
+    for (absl::string_view opt : absl::StrSplit(group, ',', absl::SkipEmpty())) {
+      o.fuse_options.emplace_back(opt);
+    }
+  }
+
+  struct stat st;
+  if (stat(o.mountpoint.c_str(), &st) != 0) {
+    return Fail(absl::StrCat("mount point ", o.mountpoint, ": ",
+                             std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Fail(absl::StrCat("mount point ", o.mountpoint,
+                             ": not a directory"));
+  }
+  return ParseResult{std::move(o), 0, ""};
+}
+
+}  // namespace memfuse::fsd

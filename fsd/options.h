@@ -1,0 +1,42 @@
+// Command-line options of the mem-fuse daemon (fsd).
+//
+// Parsing is separate from main() so that it can be unit-tested: bad input is
+// reported as one line naming the flag, and main() exits with code 2.
+#ifndef MEMFUSE_FSD_OPTIONS_H_
+#define MEMFUSE_FSD_OPTIONS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace memfuse::fsd {
+
+struct Options {
+  std::string mountpoint;
+  std::string mirror;                  // empty: no mirror
+  uint64_t cache_size_mb = 512;        // resident file data
+  uint64_t cache_max_write_size_mb = 256;  // dirty data, only with a mirror
+  bool lazy_load = true;
+  std::optional<uint64_t> root_node;   // only with an http mirror
+  uint64_t block_size_kb = 1024;
+  std::vector<std::string> fuse_options;  // from -o, split at commas
+  bool debug = false;
+
+  uint64_t cache_bytes() const { return cache_size_mb << 20; }
+  uint64_t block_bytes() const { return block_size_kb << 10; }
+};
+
+// The outcome of parsing argv: either options to run with, or an exit (for
+// --help/--version with code 0, for bad input with code 2 and `message`).
+struct ParseResult {
+  std::optional<Options> options;
+  int exit_code = 0;
+  std::string message;  // what to print (stdout for code 0, stderr otherwise)
+};
+
+ParseResult ParseOptions(int argc, const char* const* argv);
+
+}  // namespace memfuse::fsd
+
+#endif  // MEMFUSE_FSD_OPTIONS_H_

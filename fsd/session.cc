@@ -1,0 +1,67 @@
+#include "fsd/session.h"
+
+#include <csignal>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "glog/logging.h"
+
+namespace memfuse::fsd {
+
+absl::Status RunSession(const Options& options, ops::Context* ctx) {
+  std::vector<std::string> mount_options = {
+      "default_permissions", "fsname=mem-fuse", "subtype=mem-fuse"};
+  // Root mounts are shared machine-wide, as a disk would be; permissions are
+  // still enforced by default_permissions.
+  if (geteuid() == 0) mount_options.push_back("allow_other");
+  mount_options.insert(mount_options.end(), options.fuse_options.begin(),
+                       options.fuse_options.end());
+
+  std::vector<std::string> args = {"mem-fuse", "-o",
+                                   absl::StrJoin(mount_options, ",")};
+  if (options.debug) args.push_back("-d");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  const fuse_lowlevel_ops& table = ops::OperationTable();
+  fuse_session* se = fuse_session_new(&fargs, &table, sizeof(table), ctx);
+  if (se == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot start FUSE with options -o ",
+                     absl::StrJoin(mount_options, ",")));
+  }
+  absl::Cleanup destroy = [se] { fuse_session_destroy(se); };
+  if (fuse_set_signal_handlers(se) != 0) {
+    return absl::InternalError("cannot install signal handlers");
+  }
+  absl::Cleanup handlers = [se] { fuse_remove_signal_handlers(se); };
+  if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot mount on ", options.mountpoint,
+                     " (is /dev/fuse usable, and fusermount3 installed?)"));
+  }
+  absl::Cleanup unmount = [se] { fuse_session_unmount(se); };
+  LOG(INFO) << "mounted on " << options.mountpoint << " (cache "
+            << options.cache_size_mb << " MB, block " << options.block_size_kb
+            << " KB, no mirror)";
+
+  std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> loop(
+      fuse_loop_cfg_create(), fuse_loop_cfg_destroy);
+  fuse_loop_cfg_set_clone_fd(loop.get(), 1);
+  fuse_loop_cfg_set_idle_threads(loop.get(), 8);
+  const int rc = fuse_session_loop_mt(se, loop.get());
+  LOG(INFO) << "unmounting " << options.mountpoint;
+  if (rc != 0 && rc != SIGINT && rc != SIGTERM && rc != SIGHUP) {
+    return absl::InternalError(absl::StrCat("FUSE loop failed: ", rc));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memfuse::fsd

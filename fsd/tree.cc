@@ -1,0 +1,608 @@
+#include "fsd/tree.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "common/status.h"
+#include "glog/logging.h"
+
+namespace memfuse::fsd {
+namespace {
+
+using common::ErrnoStatus;
+
+timespec Now() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+absl::Status ValidateName(std::string_view name) {
+  if (name.empty()) return ErrnoStatus(ENOENT);
+  if (name.size() > Tree::kMaxNameLength) return ErrnoStatus(ENAMETOOLONG);
+  return absl::OkStatus();
+}
+
+// The xattr namespaces stored; others (system.*, ACLs) are not ours to keep.
+absl::Status ValidateXattrName(std::string_view name) {
+  for (std::string_view prefix : {"user.", "trusted.", "security."}) {
+    if (name.size() > prefix.size() && name.substr(0, prefix.size()) == prefix) {
+      return absl::OkStatus();
+    }
+  }
+  return ErrnoStatus(EOPNOTSUPP);
+}
+
+}  // namespace
+
+Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
+    : block_size_(block_size), budget_(budget) {
+  auto root = std::make_shared<Inode>(FUSE_ROOT_ID, S_IFDIR | 0755, budget);
+  root->nlink = 2;
+  root->parent = FUSE_ROOT_ID;
+  root->dir = std::make_unique<Directory>();
+  root->nlookup = 1;  // the kernel holds the root without looking it up
+  {
+    absl::MutexLock l(&root->mu);
+    root->uid = root_owner.uid;
+    root->gid = root_owner.gid;
+    root->atime = root->mtime = root->ctime = Now();
+  }
+  absl::MutexLock l(&mu_);
+  table_.emplace(FUSE_ROOT_ID, std::move(root));
+}
+
+Tree::InodePtr Tree::Find(fuse_ino_t ino) {
+  absl::ReaderMutexLock l(&mu_);
+  auto it = table_.find(ino);
+  CHECK(it != table_.end()) << "unknown inode " << ino;
+  return it->second;
+}
+
+Inode& Tree::GetLocked(fuse_ino_t ino) {
+  auto it = table_.find(ino);
+  CHECK(it != table_.end()) << "unknown inode " << ino;
+  return *it->second;
+}
+
+absl::StatusOr<Inode*> Tree::GetDirLocked(fuse_ino_t ino) {
+  Inode& inode = GetLocked(ino);
+  if (!inode.is_dir()) return ErrnoStatus(ENOTDIR);
+  if (inode.nlink == 0) return ErrnoStatus(ENOENT);
+  return &inode;
+}
+
+void Tree::FillStatLocked(const Inode& inode, struct stat* st) {
+  *st = {};
+  st->st_ino = inode.ino;
+  st->st_mode = inode.mode;
+  st->st_nlink = inode.nlink;
+  st->st_uid = inode.uid;
+  st->st_gid = inode.gid;
+  st->st_rdev = inode.rdev;
+  st->st_size = static_cast<off_t>(inode.size);
+  st->st_blksize = 4096;
+  st->st_blocks = static_cast<blkcnt_t>((inode.data.resident_bytes() + 511) / 512);
+  st->st_atim = inode.atime;
+  st->st_mtim = inode.mtime;
+  st->st_ctim = inode.ctime;
+}
+
+struct stat Tree::StatForEntryLocked(Inode& inode) {
+  struct stat st;
+  {
+    absl::ReaderMutexLock l(&inode.mu);
+    FillStatLocked(inode, &st);
+  }
+  inode.nlookup.fetch_add(1, std::memory_order_relaxed);
+  return st;
+}
+
+void Tree::TouchDirLocked(Inode& dir) {
+  absl::MutexLock l(&dir.mu);
+  dir.mtime = dir.ctime = Now();
+}
+
+void Tree::TouchCtimeLocked(Inode& inode) {
+  absl::MutexLock l(&inode.mu);
+  inode.ctime = Now();
+}
+
+void Tree::DropLinkLocked(Inode& inode, std::vector<InodePtr>* doomed) {
+  CHECK_GT(inode.nlink, 0u) << "inode " << inode.ino;
+  inode.nlink = inode.is_dir() ? 0 : inode.nlink - 1;
+  TouchCtimeLocked(inode);
+  MaybeFreeLocked(inode, doomed);
+}
+
+void Tree::MaybeFreeLocked(Inode& inode, std::vector<InodePtr>* doomed) {
+  if (inode.nlink != 0 || inode.nlookup.load() != 0) return;
+  auto it = table_.find(inode.ino);
+  CHECK(it != table_.end());
+  doomed->push_back(std::move(it->second));
+  table_.erase(it);
+}
+
+bool Tree::IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor) {
+  while (true) {
+    if (ino == ancestor) return true;
+    if (ino == FUSE_ROOT_ID) return false;
+    ino = GetLocked(ino).parent;
+  }
+}
+
+absl::StatusOr<struct stat> Tree::Lookup(fuse_ino_t parent,
+                                         std::string_view name) {
+  RETURN_IF_ERROR(ValidateName(name));
+  absl::ReaderMutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  fuse_ino_t ino = dir->dir->Find(name);
+  if (ino == 0) return ErrnoStatus(ENOENT);
+  return StatForEntryLocked(GetLocked(ino));
+}
+
+absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
+                                           std::string_view name, mode_t mode,
+                                           dev_t rdev,
+                                           std::string_view symlink_target,
+                                           const Caller& caller) {
+  RETURN_IF_ERROR(ValidateName(name));
+  const mode_t type = mode & S_IFMT;
+  switch (type) {
+    case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFIFO: case S_IFSOCK:
+    case S_IFCHR: case S_IFBLK:
+      break;
+    default:
+      return ErrnoStatus(EINVAL);
+  }
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  if (dir->dir->Find(name) != 0) return ErrnoStatus(EEXIST);
+
+  auto inode = std::make_shared<Inode>(next_ino_++, mode, budget_);
+  gid_t gid = caller.gid;
+  mode_t perm = mode & 07777;
+  {
+    absl::ReaderMutexLock dl(&dir->mu);
+    if (dir->mode & S_ISGID) {  // BSD group semantics, as Linux does
+      gid = dir->gid;
+      if (type == S_IFDIR) perm |= S_ISGID;
+    }
+  }
+  const timespec now = Now();
+  {
+    absl::MutexLock il(&inode->mu);
+    inode->mode = type | (type == S_IFLNK ? 0777 : perm);
+    inode->uid = caller.uid;
+    inode->gid = gid;
+    inode->rdev = (type == S_IFCHR || type == S_IFBLK) ? rdev : 0;
+    inode->atime = inode->mtime = inode->ctime = now;
+    if (type == S_IFLNK) inode->size = symlink_target.size();
+  }
+  if (type == S_IFLNK) inode->symlink_target = symlink_target;
+  if (type == S_IFDIR) {
+    inode->dir = std::make_unique<Directory>();
+    inode->parent = parent;
+    inode->nlink = 2;
+    ++dir->nlink;
+  } else {
+    inode->nlink = 1;
+  }
+  dir->dir->Add(name, inode->ino);
+  TouchDirLocked(*dir);
+  Inode& created = *inode;
+  table_.emplace(inode->ino, std::move(inode));
+  return StatForEntryLocked(created);
+}
+
+absl::StatusOr<struct stat> Tree::Link(fuse_ino_t ino, fuse_ino_t new_parent,
+                                       std::string_view new_name) {
+  RETURN_IF_ERROR(ValidateName(new_name));
+  absl::MutexLock l(&mu_);
+  Inode& inode = GetLocked(ino);
+  if (inode.is_dir()) return ErrnoStatus(EPERM);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(new_parent));
+  if (dir->dir->Find(new_name) != 0) return ErrnoStatus(EEXIST);
+  if (inode.nlink == 0) return ErrnoStatus(ENOENT);  // as Linux, for O_TMPFILE
+  dir->dir->Add(new_name, ino);
+  ++inode.nlink;
+  TouchCtimeLocked(inode);
+  TouchDirLocked(*dir);
+  return StatForEntryLocked(inode);
+}
+
+void Tree::Forget(fuse_ino_t ino, uint64_t count) {
+  std::vector<InodePtr> doomed;
+  absl::MutexLock l(&mu_);
+  Inode& inode = GetLocked(ino);
+  const uint64_t had = inode.nlookup.load();
+  CHECK_GE(had, count) << "lookup count of inode " << ino << " below zero";
+  inode.nlookup.store(had - count);
+  MaybeFreeLocked(inode, &doomed);
+}
+
+absl::StatusOr<struct stat> Tree::GetAttr(fuse_ino_t ino) {
+  absl::ReaderMutexLock l(&mu_);
+  Inode& inode = GetLocked(ino);
+  absl::ReaderMutexLock il(&inode.mu);
+  struct stat st;
+  FillStatLocked(inode, &st);
+  return st;
+}
+
+absl::StatusOr<struct stat> Tree::SetAttr(fuse_ino_t ino,
+                                          const struct stat& attr,
+                                          int to_set) {
+  absl::ReaderMutexLock l(&mu_);
+  Inode& inode = GetLocked(ino);
+  absl::MutexLock il(&inode.mu);
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (inode.is_dir()) return ErrnoStatus(EISDIR);
+    if (!inode.is_reg()) return ErrnoStatus(EINVAL);
+    const uint64_t size = static_cast<uint64_t>(attr.st_size);
+    if (size < inode.size) inode.data.Truncate(block_size_, size);
+    inode.size = size;
+  }
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    inode.mode = inode.type | (attr.st_mode & 07777);
+  }
+  if (to_set & FUSE_SET_ATTR_UID) inode.uid = attr.st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) inode.gid = attr.st_gid;
+  const timespec now = Now();
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+    inode.atime = now;
+  } else if (to_set & FUSE_SET_ATTR_ATIME) {
+    inode.atime = attr.st_atim;
+  }
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+    inode.mtime = now;
+  } else if (to_set & FUSE_SET_ATTR_MTIME) {
+    inode.mtime = attr.st_mtim;
+  } else if (to_set & FUSE_SET_ATTR_SIZE) {
+    inode.mtime = now;  // truncate(2) changes mtime
+  }
+  if (to_set & FUSE_SET_ATTR_CTIME) {
+    inode.ctime = attr.st_ctim;
+  } else {
+    inode.ctime = now;
+  }
+  struct stat st;
+  FillStatLocked(inode, &st);
+  return st;
+}
+
+absl::StatusOr<std::string> Tree::ReadLink(fuse_ino_t ino) {
+  InodePtr inode = Find(ino);
+  if (inode->type != S_IFLNK) return ErrnoStatus(EINVAL);
+  return inode->symlink_target;
+}
+
+absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
+  RETURN_IF_ERROR(ValidateName(name));
+  std::vector<InodePtr> doomed;
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  const fuse_ino_t ino = dir->dir->Find(name);
+  if (ino == 0) return ErrnoStatus(ENOENT);
+  Inode& inode = GetLocked(ino);
+  if (inode.is_dir()) return ErrnoStatus(EISDIR);
+  dir->dir->Remove(name);
+  TouchDirLocked(*dir);
+  DropLinkLocked(inode, &doomed);
+  return absl::OkStatus();
+}
+
+absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
+  RETURN_IF_ERROR(ValidateName(name));
+  std::vector<InodePtr> doomed;
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  const fuse_ino_t ino = dir->dir->Find(name);
+  if (ino == 0) return ErrnoStatus(ENOENT);
+  Inode& inode = GetLocked(ino);
+  if (!inode.is_dir()) return ErrnoStatus(ENOTDIR);
+  if (!inode.dir->empty()) return ErrnoStatus(ENOTEMPTY);
+  dir->dir->Remove(name);
+  --dir->nlink;
+  TouchDirLocked(*dir);
+  DropLinkLocked(inode, &doomed);
+  return absl::OkStatus();
+}
+
+absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
+                          fuse_ino_t new_parent, std::string_view new_name,
+                          unsigned int flags) {
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+    return ErrnoStatus(EINVAL);
+  }
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) {
+    return ErrnoStatus(EINVAL);
+  }
+  RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateName(new_name));
+  std::vector<InodePtr> doomed;
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * old_dir, GetDirLocked(parent));
+  ASSIGN_OR_RETURN(Inode * new_dir, GetDirLocked(new_parent));
+  const fuse_ino_t ino = old_dir->dir->Find(name);
+  if (ino == 0) return ErrnoStatus(ENOENT);
+  Inode& inode = GetLocked(ino);
+  const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
+
+  if (flags & RENAME_EXCHANGE) {
+    if (target_ino == 0) return ErrnoStatus(ENOENT);
+    if (target_ino == ino) return absl::OkStatus();
+    return ExchangeLocked(*old_dir, name, *new_dir, new_name);
+  }
+  if (target_ino == ino) return absl::OkStatus();  // same file: no-op
+  if (target_ino != 0 && (flags & RENAME_NOREPLACE)) {
+    return ErrnoStatus(EEXIST);
+  }
+  if (inode.is_dir() && IsWithinLocked(new_parent, ino)) {
+    return ErrnoStatus(EINVAL);
+  }
+  if (target_ino != 0) {
+    Inode& target = GetLocked(target_ino);
+    if (inode.is_dir() && !target.is_dir()) return ErrnoStatus(ENOTDIR);
+    if (!inode.is_dir() && target.is_dir()) return ErrnoStatus(EISDIR);
+    if (target.is_dir()) {
+      if (!target.dir->empty()) return ErrnoStatus(ENOTEMPTY);
+      --new_dir->nlink;  // the replaced directory's ".."
+    }
+    new_dir->dir->Replace(new_name, ino);
+    DropLinkLocked(target, &doomed);
+  } else {
+    new_dir->dir->Add(new_name, ino);
+  }
+  old_dir->dir->Remove(name);
+  if (inode.is_dir() && old_dir != new_dir) {
+    --old_dir->nlink;
+    ++new_dir->nlink;
+    inode.parent = new_parent;
+  }
+  TouchCtimeLocked(inode);
+  TouchDirLocked(*old_dir);
+  if (new_dir != old_dir) TouchDirLocked(*new_dir);
+  return absl::OkStatus();
+}
+
+absl::Status Tree::ExchangeLocked(Inode& old_dir, std::string_view name,
+                                  Inode& new_dir, std::string_view new_name) {
+  Inode& a = GetLocked(old_dir.dir->Find(name));
+  Inode& b = GetLocked(new_dir.dir->Find(new_name));
+  if (&old_dir != &new_dir) {
+    if (a.is_dir() && IsWithinLocked(new_dir.ino, a.ino)) {
+      return ErrnoStatus(EINVAL);
+    }
+    if (b.is_dir() && IsWithinLocked(old_dir.ino, b.ino)) {
+      return ErrnoStatus(EINVAL);
+    }
+  }
+  old_dir.dir->Replace(name, b.ino);
+  new_dir.dir->Replace(new_name, a.ino);
+  if (&old_dir != &new_dir) {
+    if (a.is_dir()) {
+      --old_dir.nlink;
+      ++new_dir.nlink;
+      a.parent = new_dir.ino;
+    }
+    if (b.is_dir()) {
+      --new_dir.nlink;
+      ++old_dir.nlink;
+      b.parent = old_dir.ino;
+    }
+    TouchDirLocked(new_dir);
+  }
+  TouchDirLocked(old_dir);
+  TouchCtimeLocked(a);
+  TouchCtimeLocked(b);
+  return absl::OkStatus();
+}
+
+absl::Status Tree::Open(fuse_ino_t ino, int flags) {
+  if (!(flags & O_TRUNC)) return absl::OkStatus();
+  InodePtr inode = Find(ino);
+  if (!inode->is_reg()) return absl::OkStatus();
+  absl::MutexLock il(&inode->mu);
+  inode->data.Truncate(block_size_, 0);
+  inode->size = 0;
+  inode->mtime = inode->ctime = Now();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> Tree::Read(fuse_ino_t ino, uint64_t offset, size_t size,
+                                  char* out) {
+  InodePtr inode = Find(ino);
+  if (inode->is_dir()) return ErrnoStatus(EISDIR);
+  absl::ReaderMutexLock il(&inode->mu);
+  if (offset >= inode->size) return 0;
+  const size_t n = static_cast<size_t>(
+      std::min<uint64_t>(size, inode->size - offset));
+  inode->data.Read(block_size_, offset, n, out);
+  return n;
+}
+
+absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
+                                   const char* data, size_t size) {
+  InodePtr inode = Find(ino);
+  if (inode->is_dir()) return ErrnoStatus(EISDIR);
+  if (offset + size < offset || offset + size > uint64_t{INT64_MAX}) {
+    return ErrnoStatus(EFBIG);
+  }
+  absl::MutexLock il(&inode->mu);
+  RETURN_IF_ERROR(inode->data.Write(block_size_, offset, data, size));
+  inode->size = std::max<uint64_t>(inode->size, offset + size);
+  inode->mtime = inode->ctime = Now();
+  return size;
+}
+
+absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
+                             uint64_t length) {
+  InodePtr inode = Find(ino);
+  if (!inode->is_reg()) return ErrnoStatus(inode->is_dir() ? EISDIR : ENODEV);
+  if (offset + length < offset || offset + length > uint64_t{INT64_MAX}) {
+    return ErrnoStatus(EFBIG);
+  }
+  absl::MutexLock il(&inode->mu);
+  const uint64_t end = offset + length;
+  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+    const uint64_t stop = std::min(end, inode->size);
+    if (offset < stop) {
+      inode->data.PunchHole(block_size_, offset, stop - offset);
+    }
+    inode->mtime = inode->ctime = Now();
+    return absl::OkStatus();
+  }
+  if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) return ErrnoStatus(EOPNOTSUPP);
+  RETURN_IF_ERROR(inode->data.Allocate(block_size_, offset, length));
+  if (mode == 0 && end > inode->size) {
+    inode->size = end;
+    inode->mtime = inode->ctime = Now();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Tree::Lseek(fuse_ino_t ino, uint64_t offset,
+                                     int whence) {
+  InodePtr inode = Find(ino);
+  absl::ReaderMutexLock il(&inode->mu);
+  switch (whence) {
+    case SEEK_DATA:
+      return inode->data.SeekData(block_size_, offset, inode->size);
+    case SEEK_HOLE:
+      return inode->data.SeekHole(block_size_, offset, inode->size);
+    default:
+      return ErrnoStatus(EINVAL);
+  }
+}
+
+absl::StatusOr<size_t> Tree::CopyFileRange(fuse_ino_t in, uint64_t in_offset,
+                                           fuse_ino_t out, uint64_t out_offset,
+                                           size_t length) {
+  // Through a bounded buffer, one inode lock at a time: copying within one
+  // file, or between two files in opposite directions at once, cannot
+  // deadlock.
+  constexpr size_t kChunk = 1 << 20;
+  std::unique_ptr<char[]> buffer(new char[std::min(length, kChunk)]);
+  size_t copied = 0;
+  while (copied < length) {
+    const size_t want = std::min(length - copied, kChunk);
+    ASSIGN_OR_RETURN(size_t got,
+                     Read(in, in_offset + copied, want, buffer.get()));
+    if (got == 0) break;
+    absl::StatusOr<size_t> wrote =
+        Write(out, out_offset + copied, buffer.get(), got);
+    if (!wrote.ok()) {
+      if (copied > 0) break;  // report what was copied
+      return wrote.status();
+    }
+    copied += got;
+    if (got < want) break;
+  }
+  return copied;
+}
+
+absl::Status Tree::ReadDir(fuse_ino_t ino, uint64_t cookie, bool plus,
+                           DirFiller fill) {
+  absl::ReaderMutexLock l(&mu_);
+  Inode& dir = GetLocked(ino);
+  if (!dir.is_dir()) return ErrnoStatus(ENOTDIR);
+  struct stat st;
+  if (cookie < 1) {
+    absl::ReaderMutexLock il(&dir.mu);
+    FillStatLocked(dir, &st);
+    if (!fill(".", st, 1, true)) return absl::OkStatus();
+  }
+  if (cookie < 2) {
+    Inode& parent = GetLocked(dir.parent);
+    absl::ReaderMutexLock il(&parent.mu);
+    FillStatLocked(parent, &st);
+    if (!fill("..", st, 2, true)) return absl::OkStatus();
+  }
+  if (dir.nlink == 0) return absl::OkStatus();  // removed: only the dots
+  for (auto it = dir.dir->After(std::max<uint64_t>(cookie, 2));
+       it != dir.dir->end(); ++it) {
+    Inode& child = GetLocked(it->second.ino);
+    {
+      absl::ReaderMutexLock il(&child.mu);
+      if (plus) {
+        FillStatLocked(child, &st);
+      } else {
+        st = {};
+        st.st_ino = child.ino;
+        st.st_mode = child.type;
+      }
+    }
+    if (!fill(it->second.name, st, it->first, false)) break;
+    if (plus) child.nlookup.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
+                            std::string_view value, int flags) {
+  RETURN_IF_ERROR(ValidateXattrName(name));
+  InodePtr inode = Find(ino);
+  absl::MutexLock il(&inode->mu);
+  if (!inode->xattrs) {
+    if (flags & XATTR_REPLACE) return ErrnoStatus(ENODATA);
+    inode->xattrs = std::make_unique<XattrMap>();
+  }
+  auto it = inode->xattrs->find(name);
+  if (it == inode->xattrs->end()) {
+    if (flags & XATTR_REPLACE) return ErrnoStatus(ENODATA);
+    inode->xattrs->emplace(std::string(name), std::string(value));
+  } else {
+    if (flags & XATTR_CREATE) return ErrnoStatus(EEXIST);
+    it->second.assign(value);
+  }
+  inode->ctime = Now();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Tree::GetXattr(fuse_ino_t ino,
+                                           std::string_view name) {
+  InodePtr inode = Find(ino);
+  absl::ReaderMutexLock il(&inode->mu);
+  if (!inode->xattrs) return ErrnoStatus(ENODATA);
+  auto it = inode->xattrs->find(name);
+  if (it == inode->xattrs->end()) return ErrnoStatus(ENODATA);
+  return it->second;
+}
+
+absl::StatusOr<std::string> Tree::ListXattr(fuse_ino_t ino) {
+  InodePtr inode = Find(ino);
+  absl::ReaderMutexLock il(&inode->mu);
+  std::string names;
+  if (inode->xattrs) {
+    for (const auto& [name, value] : *inode->xattrs) {
+      names.append(name);
+      names.push_back('\0');
+    }
+  }
+  return names;
+}
+
+absl::Status Tree::RemoveXattr(fuse_ino_t ino, std::string_view name) {
+  InodePtr inode = Find(ino);
+  absl::MutexLock il(&inode->mu);
+  if (!inode->xattrs) return ErrnoStatus(ENODATA);
+  auto it = inode->xattrs->find(name);
+  if (it == inode->xattrs->end()) return ErrnoStatus(ENODATA);
+  inode->xattrs->erase(it);
+  if (inode->xattrs->empty()) inode->xattrs.reset();
+  inode->ctime = Now();
+  return absl::OkStatus();
+}
+
+Tree::Usage Tree::GetUsage() {
+  absl::ReaderMutexLock l(&mu_);
+  return Usage{table_.size(), budget_->used(), budget_->limit()};
+}
+
+}  // namespace memfuse::fsd
