@@ -1,0 +1,81 @@
+#include "fsd/options.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace memfuse::fsd {
+namespace {
+
+ParseResult Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "mem-fuse");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return ParseOptions(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(OptionsTest, DefaultsAreConsistent) {
+  ParseResult r = Parse({"/tmp"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->cache_size_mb, 512u);
+  EXPECT_EQ(r.options->block_size_kb, 1024u);
+  EXPECT_LE(r.options->cache_max_write_size_mb, r.options->cache_size_mb);
+  EXPECT_TRUE(r.options->lazy_load);
+}
+
+TEST(OptionsTest, ParsesRustToolSpelling) {
+  ParseResult r = Parse({"/tmp", "--cache-size", "64", "--cache-max-write-size",
+                         "32", "--block-size", "16", "-o", "ro,noatime",
+                         "--lazy-load", "false"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->cache_bytes(), 64u << 20);
+  EXPECT_EQ(r.options->cache_max_write_size_mb, 32u);
+  EXPECT_EQ(r.options->block_bytes(), 16u << 10);
+  EXPECT_FALSE(r.options->lazy_load);
+  EXPECT_EQ(r.options->fuse_options,
+            (std::vector<std::string>{"ro", "noatime"}));
+}
+
+struct BadCase {
+  std::vector<std::string> args;
+  std::string names;  // what the one-line message must mention
+};
+
+TEST(OptionsTest, BadInputExitsTwoWithOneLineNamingTheProblem) {
+  const BadCase cases[] = {
+      {{"/tmp", "--no-such-flag"}, "--no-such-flag"},
+      {{"/tmp", "--cache-size", "lots"}, "--cache-size"},
+      {{"/tmp", "--cache-size", "0"}, "--cache-size"},
+      {{"/nonexistent/mnt"}, "/nonexistent/mnt"},
+      {{"/etc/passwd"}, "not a directory"},
+      {{"/tmp", "--block-size", "0"}, "--block-size"},
+      {{"/tmp", "--block-size", "12"}, "--block-size"},
+      {{"/tmp", "--block-size", "2"}, "--block-size"},
+      {{"/tmp", "--cache-size", "64", "--cache-max-write-size", "65"},
+       "--cache-max-write-size"},
+      {{"/tmp", "--lazy-load", "maybe"}, "--lazy-load"},
+      {{"/tmp", "--root", "3"}, "--root"},
+      {{}, "MOUNTPOINT"},
+  };
+  for (const BadCase& c : cases) {
+    ParseResult r = Parse(c.args);
+    EXPECT_FALSE(r.options.has_value()) << c.names;
+    EXPECT_EQ(r.exit_code, 2) << c.names;
+    EXPECT_NE(r.message.find(c.names), std::string::npos)
+        << "message \"" << r.message << "\" does not name " << c.names;
+    EXPECT_EQ(r.message.find('\n'), std::string::npos) << r.message;
+  }
+}
+
+TEST(OptionsTest, HelpAndVersionExitZero) {
+  ParseResult help = Parse({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.message.find("--cache-size"), std::string::npos);
+  ParseResult version = Parse({"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_NE(version.message.find("mem-fuse"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace memfuse::fsd
