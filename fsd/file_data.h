@@ -65,15 +65,21 @@ class FileData {
   void Clear();
 
  private:
+  // `capacity` bytes are charged to the budget; `bytes` holds them, or is
+  // null for a block fallocate reserved that nothing wrote yet (it reads as
+  // zeros and gets its memory on first write, already paid for).
   struct Block {
     std::unique_ptr<char[]> bytes;
     uint32_t capacity = 0;
   };
 
-  // Makes `block` hold `new_capacity` bytes (already charged to the budget
-  // by the caller). With `overwrite_all`, the caller is about to write the
-  // whole new capacity, so it is neither zeroed nor copied.
+  // Makes `block` hold max(`new_capacity`, its capacity) bytes in memory
+  // (the increase already charged to the budget by the caller). With
+  // `overwrite_all`, the caller is about to write all of it, so it is
+  // neither zeroed nor copied.
   void Grow(Block& block, uint64_t new_capacity, bool overwrite_all);
+  // Reserves `new_capacity` for `block` without memory (fallocate).
+  void Reserve(Block& block, uint64_t new_capacity);
   void Free(Block& block);
 
   BlockBudget* const budget_;
