@@ -10,6 +10,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "fsd/kernel_channel.h"
 #include "glog/logging.h"
 
 namespace memfuse::fsd {
@@ -48,6 +49,10 @@ absl::Status RunSession(const Options& options, ops::Context* ctx) {
                      " (is /dev/fuse usable, and fusermount3 installed?)"));
   }
   absl::Cleanup unmount = [se] { fuse_session_unmount(se); };
+  if (absl::Status hooked = InstallKernelChannelHooks(se, ctx->tree);
+      !hooked.ok()) {
+    return hooked;
+  }
   LOG(INFO) << "mounted on " << options.mountpoint << " (cache "
             << options.cache_size_mb << " MB, block " << options.block_size_kb
             << " KB, no mirror)";

@@ -404,6 +404,17 @@ absl::Status Tree::ExchangeLocked(Inode& old_dir, std::string_view name,
   return absl::OkStatus();
 }
 
+bool Tree::KillSuidGid(fuse_ino_t ino) {
+  InodePtr inode = Find(ino);
+  absl::MutexLock il(&inode->mu);
+  mode_t mode = inode->mode & ~S_ISUID;
+  if (mode & S_IXGRP) mode &= ~S_ISGID;
+  if (mode == inode->mode) return false;
+  inode->mode = mode;
+  inode->ctime = Now();
+  return true;
+}
+
 absl::Status Tree::Open(fuse_ino_t ino, int flags) {
   if (!(flags & O_TRUNC)) return absl::OkStatus();
   InodePtr inode = Find(ino);

@@ -78,6 +78,11 @@ class Tree {
                       fuse_ino_t new_parent, std::string_view new_name,
                       unsigned int flags);
 
+  // Clears setuid, and setgid if group-executable, as Linux does after a
+  // write, truncate or chown by an unprivileged process (the kernel says
+  // when). True if the mode changed.
+  bool KillSuidGid(fuse_ino_t ino);
+
   // Opening a file: applies O_TRUNC.
   absl::Status Open(fuse_ino_t ino, int flags);
   // Reads up to `size` bytes at `offset` into `out`; returns the count

@@ -22,6 +22,11 @@ void Init(void* userdata, fuse_conn_info* conn) {
   }
   // fsd's data never changes behind the kernel's back.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // Killing setuid/setgid: either the kernel does it (and asks fsd for
+  // security.capability on every write), or, with KILLPRIV_V2 negotiated by
+  // kernel_channel.cc, fsd does it when the kernel flags a request. v1
+  // would leave it to fsd without saying when, so it is never wanted.
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
   conn->time_gran = 1;
