@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
   absl::Status status = RunSession(options, &ctx);
   if (!status.ok()) {
     std::cerr << "mem-fuse: " << status.message() << "\n";
-    return 1;
+    // A FUSE option libfuse rejects is bad input, like a bad flag.
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   return 0;
 }
