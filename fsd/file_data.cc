@@ -206,27 +206,4 @@ absl::Status FileData::Allocate(uint64_t block_size, uint64_t offset,
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> FileData::SeekData(uint64_t block_size,
-                                            uint64_t offset,
-                                            uint64_t size) const {
-  if (offset >= size) return common::ErrnoStatus(ENXIO);
-  auto it = blocks_.lower_bound(offset / block_size);
-  if (it == blocks_.end() || it->first * block_size >= size) {
-    return common::ErrnoStatus(ENXIO);
-  }
-  return std::max(offset, it->first * block_size);
-}
-
-absl::StatusOr<uint64_t> FileData::SeekHole(uint64_t block_size,
-                                            uint64_t offset,
-                                            uint64_t size) const {
-  if (offset >= size) return common::ErrnoStatus(ENXIO);
-  uint64_t index = offset / block_size;
-  for (auto it = blocks_.lower_bound(index);
-       it != blocks_.end() && it->first == index; ++it) {
-    ++index;
-  }
-  return std::min(size, std::max(offset, index * block_size));
-}
-
 }  // namespace memfuse::fsd

@@ -51,12 +51,6 @@ class FileData {
   absl::Status Allocate(uint64_t block_size, uint64_t offset,
                         uint64_t length);
 
-  // lseek(SEEK_DATA / SEEK_HOLE) at block granularity, for a file of `size`
-  // bytes. ENXIO at or past the end.
-  absl::StatusOr<uint64_t> SeekData(uint64_t block_size, uint64_t offset,
-                                    uint64_t size) const;
-  absl::StatusOr<uint64_t> SeekHole(uint64_t block_size, uint64_t offset,
-                                    uint64_t size) const;
 
   // Bytes of memory held (what the budget was charged).
   uint64_t resident_bytes() const { return resident_; }

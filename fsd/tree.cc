@@ -478,20 +478,6 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> Tree::Lseek(fuse_ino_t ino, uint64_t offset,
-                                     int whence) {
-  InodePtr inode = Find(ino);
-  absl::ReaderMutexLock il(&inode->mu);
-  switch (whence) {
-    case SEEK_DATA:
-      return inode->data.SeekData(block_size_, offset, inode->size);
-    case SEEK_HOLE:
-      return inode->data.SeekHole(block_size_, offset, inode->size);
-    default:
-      return ErrnoStatus(EINVAL);
-  }
-}
-
 absl::StatusOr<size_t> Tree::CopyFileRange(fuse_ino_t in, uint64_t in_offset,
                                            fuse_ino_t out, uint64_t out_offset,
                                            size_t length) {

@@ -93,8 +93,6 @@ class Tree {
                                const char* data, size_t size);
   absl::Status Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
                          uint64_t length);
-  // SEEK_DATA or SEEK_HOLE.
-  absl::StatusOr<uint64_t> Lseek(fuse_ino_t ino, uint64_t offset, int whence);
   absl::StatusOr<size_t> CopyFileRange(fuse_ino_t in, uint64_t in_offset,
                                        fuse_ino_t out, uint64_t out_offset,
                                        size_t length);

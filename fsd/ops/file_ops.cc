@@ -1,5 +1,10 @@
-// File I/O: create, open, read, write, fsync, fallocate, lseek,
-// copy_file_range.
+// File I/O: create, open, read, write, fsync, fallocate, copy_file_range.
+//
+// LSEEK is left to the kernel on purpose: with the writeback cache, pages
+// written but not yet sent to fsd are data fsd cannot see, so only the
+// kernel can answer SEEK_DATA/SEEK_HOLE correctly (everything before EOF is
+// data, EOF is the hole). Without a handler libfuse says so once and the
+// kernel stops asking.
 //
 // FLUSH and RELEASE are left to libfuse on purpose: fsd keeps no per-open
 // state, and the kernel holds its lookup reference to an open file until the
@@ -108,21 +113,6 @@ void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
                        static_cast<uint64_t>(length)));
 }
 
-void Lseek(fuse_req_t req, fuse_ino_t ino, off_t offset, int whence,
-           fuse_file_info*) {
-  if (offset < 0) {
-    fuse_reply_err(req, ENXIO);
-    return;
-  }
-  absl::StatusOr<uint64_t> pos = ContextOf(req).tree->Lseek(
-      ino, static_cast<uint64_t>(offset), whence);
-  if (!pos.ok()) {
-    ReplyStatus(req, pos.status());
-    return;
-  }
-  fuse_reply_lseek(req, static_cast<off_t>(*pos));
-}
-
 void CopyFileRange(fuse_req_t req, fuse_ino_t in, off_t in_offset,
                    fuse_file_info*, fuse_ino_t out, off_t out_offset,
                    fuse_file_info*, size_t length, int flags) {
@@ -149,7 +139,6 @@ void AddFileOps(fuse_lowlevel_ops& ops) {
   ops.write = Write;
   ops.fsync = Fsync;
   ops.fallocate = Fallocate;
-  ops.lseek = Lseek;
   ops.copy_file_range = CopyFileRange;
 }
 

@@ -35,7 +35,7 @@ TEST_F(FileDataTest, HolesReadAsZerosAndCostNothing) {
 TEST_F(FileDataTest, WritesAcrossBlocksAndGrowsSmallBuffers) {
   FileData data(&budget_);
   std::string payload;
-  for (int i = 0; i < 3 * kBlock; ++i) payload.push_back('a' + i % 26);
+  for (uint64_t i = 0; i < 3 * kBlock; ++i) payload.push_back('a' + i % 26);
   ASSERT_TRUE(data.Write(kBlock, 100, payload.data(), payload.size()).ok());
   EXPECT_EQ(ReadAll(data, 100, payload.size()), payload);
   // Appending to a small block keeps earlier bytes.
@@ -85,25 +85,6 @@ TEST_F(FileDataTest, PunchHoleFreesWholeBlocksAndZeroesParts) {
             std::string(2 * kBlock, '\0'));
   EXPECT_EQ(ReadAll(data, 2 * kBlock + kBlock / 2, kBlock / 2),
             std::string(kBlock / 2, 'p'));
-}
-
-TEST_F(FileDataTest, SeekDataAndHoleAtBlockGranularity) {
-  FileData data(&budget_);
-  const uint64_t size = 8 * kBlock;
-  ASSERT_TRUE(data.Write(kBlock, 2 * kBlock + 1, "d", 1).ok());
-  ASSERT_TRUE(data.Write(kBlock, 3 * kBlock, "d", 1).ok());
-  EXPECT_EQ(*data.SeekData(kBlock, 0, size), 2 * kBlock);
-  EXPECT_EQ(*data.SeekData(kBlock, 2 * kBlock + 7, size), 2 * kBlock + 7);
-  EXPECT_EQ(*data.SeekHole(kBlock, 0, size), 0u);
-  EXPECT_EQ(*data.SeekHole(kBlock, 2 * kBlock, size), 4 * kBlock);
-  EXPECT_EQ(common::StatusToErrno(
-                data.SeekData(kBlock, 4 * kBlock, size).status()),
-            ENXIO);
-  EXPECT_EQ(common::StatusToErrno(data.SeekHole(kBlock, size, size).status()),
-            ENXIO);
-  // The end of the file is a hole even inside a data block.
-  EXPECT_EQ(*data.SeekHole(kBlock, 3 * kBlock, 3 * kBlock + 1),
-            3 * kBlock + 1);
 }
 
 TEST_F(FileDataTest, AllocateReservesUpFront) {
