@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "tests/testing/mount_fixture.h"
 #include "tests/testing/posix_compare.h"
@@ -57,6 +59,35 @@ TEST(LifecycleTest, FusermountUnmountExitsZero) {
       << ToString(*exit) << "\n"
       << fs->Log();
   EXPECT_FALSE(fs->IsMounted());
+}
+
+// The kernel's dirty-page allowance for the mount (its bdi's max_bytes,
+// named by the device number in mountinfo) is raised from the FUSE default
+// of 1% of the write-back cache to min(cache size, 512 MiB).
+uint64_t MountWritebackLimit(const std::string& path) {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line, device;
+  while (std::getline(mountinfo, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() > 4 && fields[4] == path) device = fields[2];
+  }
+  std::ifstream knob("/sys/class/bdi/" + device + "/max_bytes");
+  uint64_t bytes = 0;
+  knob >> bytes;
+  return bytes;
+}
+
+TEST(LifecycleTest, RaisesKernelWritebackLimitToTheCache) {
+  MEMFUSE_REQUIRE_FUSE();
+  std::unique_ptr<MountedFs> small = StartOrNull({"--cache-size", "64"});
+  ASSERT_NE(small, nullptr);
+  std::unique_ptr<MountedFs> big = StartOrNull({"--cache-size", "4096"});
+  ASSERT_NE(big, nullptr);
+  // The kernel stores the limit as a ratio, so it reads back rounded.
+  EXPECT_NEAR(static_cast<double>(MountWritebackLimit(small->path())),
+              64.0 * (1 << 20), 1 << 20);
+  EXPECT_NEAR(static_cast<double>(MountWritebackLimit(big->path())),
+              512.0 * (1 << 20), 1 << 20);
 }
 
 TEST(LifecycleTest, TwoMountsAreIndependent) {
