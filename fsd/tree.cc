@@ -516,7 +516,9 @@ absl::Status Tree::ReadDir(fuse_ino_t ino, uint64_t cookie, bool plus,
     if (!fill(".", st, 1, true)) return absl::OkStatus();
   }
   if (cookie < 2) {
-    Inode& parent = GetLocked(dir.parent);
+    // A removed directory's parent may be gone too; ".." is then itself.
+    auto it = table_.find(dir.parent);
+    Inode& parent = it != table_.end() ? *it->second : dir;
     absl::ReaderMutexLock il(&parent.mu);
     FillStatLocked(parent, &st);
     if (!fill("..", st, 2, true)) return absl::OkStatus();
