@@ -80,6 +80,23 @@ void FileData::Reserve(Block& block, uint64_t new_capacity) {
   block.capacity = static_cast<uint32_t>(new_capacity);
 }
 
+absl::Status FileData::ReserveFor(uint64_t block_size, uint64_t offset,
+                                  uint64_t end) {
+  const uint64_t last = (end - 1) / block_size;
+  uint64_t extra = 0;
+  for (uint64_t index = offset / block_size; index <= last; ++index) {
+    const uint64_t block_end =
+        index == last ? end - index * block_size : block_size;
+    auto it = blocks_.find(index);
+    const uint64_t have = it == blocks_.end() ? 0 : it->second.capacity;
+    extra += std::max(have, CapacityFor(block_end, block_size)) - have;
+  }
+  if (extra > 0 && !budget_->TryReserve(extra)) {
+    return common::ErrnoStatus(ENOSPC);
+  }
+  return absl::OkStatus();
+}
+
 void FileData::Read(uint64_t block_size, uint64_t offset, uint64_t length,
                     char* out) const {
   const uint64_t end = offset + length;
@@ -108,25 +125,12 @@ absl::Status FileData::Write(uint64_t block_size, uint64_t offset,
                              const char* data, uint64_t length) {
   if (length == 0) return absl::OkStatus();
   const uint64_t end = offset + length;
-  const uint64_t first = offset / block_size;
-  const uint64_t last = (end - 1) / block_size;
 
   // Charge the budget for the whole write up front, so that a write either
   // happens entirely or fails with ENOSPC having changed nothing.
-  uint64_t extra = 0;
-  for (uint64_t index = first; index <= last; ++index) {
-    const uint64_t block_end =
-        index == last ? end - index * block_size : block_size;
-    auto it = blocks_.find(index);
-    const uint64_t have = it == blocks_.end() ? 0 : it->second.capacity;
-    const uint64_t want = std::max(have, CapacityFor(block_end, block_size));
-    extra += want - have;
-  }
-  if (extra > 0 && !budget_->TryReserve(extra)) {
-    return common::ErrnoStatus(ENOSPC);
-  }
+  RETURN_IF_ERROR(ReserveFor(block_size, offset, end));
 
-  auto it = blocks_.lower_bound(first);
+  auto it = blocks_.lower_bound(offset / block_size);
   for (uint64_t pos = offset; pos < end;) {
     const uint64_t index = pos / block_size;
     const uint64_t in_block = pos % block_size;
@@ -187,17 +191,7 @@ absl::Status FileData::Allocate(uint64_t block_size, uint64_t offset,
   const uint64_t end = offset + length;
   const uint64_t first = offset / block_size;
   const uint64_t last = (end - 1) / block_size;
-  uint64_t extra = 0;
-  for (uint64_t index = first; index <= last; ++index) {
-    const uint64_t block_end =
-        index == last ? end - index * block_size : block_size;
-    auto it = blocks_.find(index);
-    const uint64_t have = it == blocks_.end() ? 0 : it->second.capacity;
-    extra += std::max(have, CapacityFor(block_end, block_size)) - have;
-  }
-  if (extra > 0 && !budget_->TryReserve(extra)) {
-    return common::ErrnoStatus(ENOSPC);
-  }
+  RETURN_IF_ERROR(ReserveFor(block_size, offset, end));
   for (uint64_t index = first; index <= last; ++index) {
     const uint64_t block_end =
         index == last ? end - index * block_size : block_size;

@@ -72,6 +72,9 @@ class FileData {
   // `overwrite_all`, the caller is about to write all of it, so it is
   // neither zeroed nor copied.
   void Grow(Block& block, uint64_t new_capacity, bool overwrite_all);
+  // Charges the budget for what blocks covering [offset, end) still lack;
+  // ENOSPC, charging nothing, if it cannot. REQUIRES: offset < end.
+  absl::Status ReserveFor(uint64_t block_size, uint64_t offset, uint64_t end);
   // Reserves `new_capacity` for `block` without memory (fallocate).
   void Reserve(Block& block, uint64_t new_capacity);
   void Free(Block& block);
