@@ -31,12 +31,21 @@ absl::Status ValidateName(absl::string_view name) {
 
 absl::StatusOr<ConfinedDir> ConfinedDir::Open(const std::string& path,
                                               bool create) {
-  if (create && mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-    return ErrnoStatus(errno, absl::StrCat("cannot create mirror ", path));
+  bool created = false;
+  if (create) {
+    if (mkdir(path.c_str(), 0755) == 0) {
+      created = true;
+    } else if (errno != EEXIST) {
+      return ErrnoStatus(errno, absl::StrCat("cannot create mirror ", path));
+    }
   }
   UniqueFd root(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root.valid()) {
     return ErrnoStatus(errno, absl::StrCat("cannot open mirror ", path));
+  }
+  // 0755 whatever the umask.
+  if (created && fchmod(root.get(), 0755) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot chmod mirror ", path));
   }
   return ConfinedDir(std::move(root));
 }

@@ -40,6 +40,13 @@ void FdCache::Erase(uint64_t id) {
   by_id_.erase(it);
 }
 
+void FdCache::Clear() {
+  Lru dropped;  // closed after unlocking
+  absl::MutexLock l(&mu_);
+  dropped.swap(lru_);
+  by_id_.clear();
+}
+
 size_t FdCache::size() {
   absl::MutexLock l(&mu_);
   return lru_.size();

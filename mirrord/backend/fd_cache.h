@@ -39,6 +39,8 @@ class FdCache {
   // recently used entry when full. Returns the shared descriptor.
   SharedFd Put(uint64_t id, common::UniqueFd fd) ABSL_LOCKS_EXCLUDED(mu_);
   void Erase(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops every entry (a new session's ids mean other objects).
+  void Clear() ABSL_LOCKS_EXCLUDED(mu_);
 
   size_t size() ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -12,6 +12,11 @@ IdMap::IdMap(uint64_t root_id) : root_id_(root_id) {
   links_[root_id];  // the root has no name
 }
 
+void IdMap::Clear() {
+  links_.clear();
+  links_[root_id_];
+}
+
 absl::Status IdMap::AddLink(uint64_t id, uint64_t parent,
                             absl::string_view name) {
   RETURN_IF_ERROR(ValidateName(name));
@@ -77,9 +82,28 @@ bool IdMap::IsWithin(uint64_t id, uint64_t ancestor) const {
   return true;  // a loop: treat as "within" so nothing is moved into it
 }
 
-absl::Status IdMap::Rename(uint64_t id, uint64_t parent, absl::string_view name,
-                           uint64_t new_parent, absl::string_view new_name,
-                           uint64_t replaced, bool exchange) {
+bool IdMap::HasLink(uint64_t id, uint64_t parent,
+                    absl::string_view name) const {
+  auto it = links_.find(id);
+  if (it == links_.end()) return false;
+  return std::any_of(it->second.begin(), it->second.end(), [&](const Link& l) {
+    return l.parent == parent && l.name == name;
+  });
+}
+
+absl::StatusOr<std::pair<uint64_t, std::string>> IdMap::FirstLink(
+    uint64_t id) const {
+  auto it = links_.find(id);
+  if (it == links_.end() || it->second.empty()) {
+    return absl::NotFoundError(absl::StrCat("unknown id ", id));
+  }
+  return std::make_pair(it->second.front().parent, it->second.front().name);
+}
+
+absl::Status IdMap::CheckRename(uint64_t id, uint64_t parent,
+                                absl::string_view name, uint64_t new_parent,
+                                absl::string_view new_name, uint64_t replaced,
+                                bool exchange) const {
   RETURN_IF_ERROR(ValidateName(new_name));
   if (!links_.contains(new_parent)) {
     return absl::NotFoundError(absl::StrCat("unknown parent id ", new_parent));
@@ -88,23 +112,33 @@ absl::Status IdMap::Rename(uint64_t id, uint64_t parent, absl::string_view name,
     return absl::InvalidArgumentError(
         absl::StrCat("id ", id, " cannot move below itself"));
   }
+  if (exchange && replaced == 0) {
+    return absl::InvalidArgumentError("exchange needs the other id");
+  }
+  if (!HasLink(id, parent, name)) {
+    return absl::NotFoundError(
+        absl::StrCat("id ", id, " has no name ", name, " in ", parent));
+  }
+  if (replaced != 0 && !HasLink(replaced, new_parent, new_name)) {
+    return absl::NotFoundError(absl::StrCat("id ", replaced, " has no name ",
+                                            new_name, " in ", new_parent));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IdMap::Rename(uint64_t id, uint64_t parent, absl::string_view name,
+                           uint64_t new_parent, absl::string_view new_name,
+                           uint64_t replaced, bool exchange) {
+  // Everything that can fail is checked first: a failed rename leaves the
+  // map as it was.
+  RETURN_IF_ERROR(
+      CheckRename(id, parent, name, new_parent, new_name, replaced, exchange));
   if (exchange) {
-    if (replaced == 0) {
-      return absl::InvalidArgumentError("exchange needs the other id");
-    }
     // Through a placeholder so the two names never collide mid-swap.
     RETURN_IF_ERROR(ReplaceLink(id, parent, name, 0, {}));
-    absl::Status moved =
-        ReplaceLink(replaced, new_parent, new_name, parent, name);
-    if (!moved.ok()) {
-      ReplaceLink(id, 0, {}, parent, name).IgnoreError();  // undo
-      return moved;
-    }
+    RETURN_IF_ERROR(ReplaceLink(replaced, new_parent, new_name, parent, name));
     return ReplaceLink(id, 0, {}, new_parent, new_name);
   }
-  // Check the source before dropping the target's name: a failed rename
-  // leaves the map as it was.
-  RETURN_IF_ERROR(ReplaceLink(id, parent, name, parent, name));
   if (replaced != 0) {
     RETURN_IF_ERROR(RemoveLink(replaced, new_parent, new_name));
   }

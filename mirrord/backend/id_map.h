@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -34,7 +35,18 @@ class IdMap {
 
   explicit IdMap(uint64_t root_id);
 
+  // Forgets every object except the root.
+  void Clear();
+
   bool Contains(uint64_t id) const { return links_.contains(id); }
+
+  // Whether `id` is named `name` in directory `parent`.
+  bool HasLink(uint64_t id, uint64_t parent, absl::string_view name) const;
+
+  // The first name of `id` (the one Locate() goes through): its parent id
+  // and name. NOT_FOUND for an unknown id and for the root.
+  absl::StatusOr<std::pair<uint64_t, std::string>> FirstLink(
+      uint64_t id) const;
 
   // Records that `id` is named `name` in directory `parent` (a create, a
   // hard link, or an entry found when listing). NOT_FOUND for an unknown
@@ -52,6 +64,13 @@ class IdMap {
   absl::Status Rename(uint64_t id, uint64_t parent, absl::string_view name,
                       uint64_t new_parent, absl::string_view new_name,
                       uint64_t replaced, bool exchange);
+
+  // What Rename() with these arguments would return, without changing
+  // anything: lets a caller check before it renames in the mirror itself.
+  absl::Status CheckRename(uint64_t id, uint64_t parent,
+                           absl::string_view name, uint64_t new_parent,
+                           absl::string_view new_name, uint64_t replaced,
+                           bool exchange) const;
 
   // Where `id` is now, through its first name.
   absl::StatusOr<Location> Locate(uint64_t id) const;

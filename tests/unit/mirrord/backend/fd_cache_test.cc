@@ -71,5 +71,16 @@ TEST(FdCacheTest, PutReplacesAndEraseCloses) {
   cache.Erase(99);  // absent: nothing happens
 }
 
+TEST(FdCacheTest, ClearClosesEverythingNotInUse) {
+  FdCache cache(4);
+  const int a = cache.Put(1, OpenNull())->get();
+  FdCache::SharedFd held = cache.Put(2, OpenNull());
+  cache.Clear();
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.Get(1), nullptr);
+  EXPECT_FALSE(IsOpen(a));
+  EXPECT_TRUE(IsOpen(held->get()));  // closed when its user lets go
+}
+
 }  // namespace
 }  // namespace memfuse::mirrord

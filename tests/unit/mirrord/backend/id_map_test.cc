@@ -95,5 +95,39 @@ TEST(IdMapTest, RejectsWhatCannotBe) {
   EXPECT_FALSE(map.Locate(77).ok());
 }
 
+TEST(IdMapTest, QueriesAndChecksWithoutChanging) {
+  IdMap map(kRoot);
+  ASSERT_TRUE(map.AddLink(2, kRoot, "a").ok());
+  ASSERT_TRUE(map.AddLink(3, 2, "f").ok());
+  ASSERT_TRUE(map.AddLink(3, kRoot, "g").ok());
+  EXPECT_TRUE(map.HasLink(3, 2, "f"));
+  EXPECT_TRUE(map.HasLink(3, kRoot, "g"));
+  EXPECT_FALSE(map.HasLink(3, kRoot, "f"));
+  EXPECT_FALSE(map.HasLink(9, kRoot, "g"));
+  absl::StatusOr<std::pair<uint64_t, std::string>> first = map.FirstLink(3);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->first, 2u);
+  EXPECT_EQ(first->second, "f");
+  EXPECT_EQ(map.FirstLink(kRoot).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(map.FirstLink(9).status().code(), absl::StatusCode::kNotFound);
+
+  EXPECT_TRUE(map.CheckRename(3, 2, "f", kRoot, "h", 0, false).ok());
+  EXPECT_EQ(map.CheckRename(3, 2, "f", kRoot, "a", 4, false).code(),
+            absl::StatusCode::kNotFound);  // 4 is not named "a"
+  EXPECT_EQ(map.CheckRename(3, kRoot, "f", kRoot, "h", 0, false).code(),
+            absl::StatusCode::kNotFound);  // 3 is not named "f" there
+  EXPECT_EQ(map.CheckRename(2, kRoot, "a", 2, "x", 0, false).code(),
+            absl::StatusCode::kInvalidArgument);  // below itself
+  EXPECT_EQ(map.CheckRename(3, 2, "f", kRoot, "g", 0, true).code(),
+            absl::StatusCode::kInvalidArgument);  // exchange without other
+  EXPECT_EQ(PathOf(map, 3), "a/f");  // nothing changed
+
+  map.Clear();
+  EXPECT_FALSE(map.Contains(2));
+  EXPECT_FALSE(map.Contains(3));
+  EXPECT_TRUE(map.Contains(kRoot));
+  EXPECT_TRUE(map.AddLink(2, kRoot, "again").ok());
+}
+
 }  // namespace
 }  // namespace memfuse::mirrord

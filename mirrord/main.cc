@@ -1,0 +1,210 @@
+// mem-fuse-mirrord: parse flags, open the mirror and the socket, drop
+// privileges, serve until SIGTERM/SIGINT (or, with --fd, until the peer
+// goes).
+//
+// With --user, the mirror root and the listening socket are opened as root
+// first; the socket file is then handed to that user (0600), so exactly the
+// uids allowed by default can reach it: root (fsd usually runs as root for
+// /dev/fuse) and the agent's own. A mirror directory created here is given
+// to that user too; an existing one is left as it is.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/unique_fd.h"
+#include "glog/logging.h"
+#include "mirrord/backend/local_backend.h"
+#include "mirrord/launch.h"
+#include "mirrord/listener.h"
+#include "mirrord/server.h"
+
+namespace {
+
+using memfuse::common::UniqueFd;
+namespace mirrord = memfuse::mirrord;
+
+int BadInput(const std::string& message) {
+  std::cerr << "mem-fuse-mirrord: " << message << " (see --help)\n";
+  return 2;
+}
+
+int Fatal(const std::string& message) {
+  std::cerr << "mem-fuse-mirrord: " << message << "\n";
+  return 1;
+}
+
+int Run(const mirrord::Options& options) {
+  std::optional<mirrord::User> user;
+  if (!options.user.empty()) {
+    if (geteuid() != 0) {
+      return BadInput("--user needs the agent to start as root");
+    }
+    absl::StatusOr<mirrord::User> found = mirrord::LookUpUser(options.user);
+    if (!found.ok()) {
+      return BadInput(absl::StrCat("--user ", options.user, ": ",
+                                   found.status().message()));
+    }
+    user = *found;
+  }
+  if (options.fd >= 0) {
+    struct stat st;
+    if (fstat(options.fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+      return BadInput(
+          absl::StrCat("--fd ", options.fd, ": not an open socket"));
+    }
+  }
+
+  // The mirror: opened before any drop, created for the user if missing.
+  if (user.has_value() && mkdir(options.mirror_path.c_str(), 0755) == 0 &&
+      chown(options.mirror_path.c_str(), user->uid, user->gid) != 0) {
+    return Fatal(absl::StrCat("mirror ", options.mirror_path,
+                              ": chown: ", std::strerror(errno)));
+  }
+  absl::StatusOr<std::unique_ptr<mirrord::LocalBackend>> backend =
+      mirrord::LocalBackend::Open(options.mirror_path);
+  if (!backend.ok()) {
+    return Fatal(absl::StrCat("mirror ", options.mirror_path, ": ",
+                              backend.status().message()));
+  }
+
+  // The way in.
+  UniqueFd listen_fd;
+  std::string where;
+  ino_t socket_ino = 0;  // of the socket file made for --listen
+  if (!options.listen_path.empty()) {
+    absl::StatusOr<UniqueFd> fd = mirrord::ListenOnPath(
+        options.listen_path, user ? user->uid : static_cast<uid_t>(-1),
+        user ? user->gid : static_cast<gid_t>(-1));
+    if (!fd.ok()) {
+      return Fatal(absl::StrCat("--listen ", options.listen_path, ": ",
+                                fd.status().message()));
+    }
+    listen_fd = std::move(*fd);
+    where = options.listen_path;
+    struct stat st;
+    if (lstat(options.listen_path.c_str(), &st) == 0) socket_ino = st.st_ino;
+  } else if (options.activation) {
+    absl::StatusOr<UniqueFd> fd = mirrord::TakeActivationSocket();
+    if (!fd.ok()) return Fatal(std::string(fd.status().message()));
+    listen_fd = std::move(*fd);
+    where = "the socket systemd passed";
+  } else {
+    where = absl::StrCat("fd ", options.fd);
+  }
+
+  if (user.has_value()) {
+    absl::Status dropped = mirrord::DropPrivileges(*user);
+    if (!dropped.ok()) {
+      return Fatal(
+          absl::StrCat("--user ", user->name, ": ", dropped.message()));
+    }
+    LOG(INFO) << "running as " << user->name << " (uid " << user->uid
+              << ", gid " << user->gid << ")";
+  }
+  // A mirror the agent cannot write would stall fsd behind endless
+  // retries: say so now instead.
+  if (access(options.mirror_path.c_str(), W_OK | X_OK) != 0) {
+    if (errno == EACCES) {
+      return Fatal(absl::StrCat("mirror ", options.mirror_path,
+                                ": not writable by uid ", geteuid(),
+                                " (see --user)"));
+    }
+    LOG(WARNING) << "mirror " << options.mirror_path
+                 << " is not writable: " << std::strerror(errno);
+  }
+  absl::flat_hash_set<uid_t> allowed(options.allow_uids.begin(),
+                                     options.allow_uids.end());
+  if (allowed.empty()) allowed = {0, getuid()};
+
+  if (options.fd >= 0) {
+    absl::Status peer = mirrord::CheckPeer(options.fd, allowed);
+    if (!peer.ok()) {
+      return Fatal(absl::StrCat("--fd ", options.fd, ": ", peer.message()));
+    }
+  }
+
+  // The data region: a bad one is refused (writes then carry their data
+  // inline, which fsd learns from the handshake), never fatal.
+  std::unique_ptr<memfuse::common::MappedRegion> region;
+  if (options.data_fd >= 0) {
+    absl::StatusOr<std::unique_ptr<memfuse::common::MappedRegion>> mapped =
+        memfuse::common::MappedRegion::Map(UniqueFd(options.data_fd));
+    if (mapped.ok()) {
+      region = std::move(*mapped);
+      (*backend)->set_shared_region(region.get());
+    } else {
+      LOG(WARNING) << "--data-fd " << options.data_fd << ": "
+                   << mapped.status().message()
+                   << "; file data will come over the socket";
+    }
+  }
+
+  mirrord::MirrorService service(backend->get());
+  std::unique_ptr<grpc::Server> server = mirrord::StartServer(&service);
+  if (server == nullptr) return Fatal("cannot start the gRPC server");
+  LOG(INFO) << "serving mirror " << options.mirror_path << " on " << where;
+
+  mirrord::ServeOptions serve;
+  serve.server = server.get();
+  serve.allowed_uids = &allowed;
+  serve.listen_fd = listen_fd.get();
+  serve.connected_fd = options.fd;
+  absl::StatusOr<mirrord::StopReason> stopped = mirrord::Serve(serve);
+
+  // The Apply stream's current mutation is finished (and acknowledged)
+  // when Stop() returns; what is left (reads, idle connections) is cut.
+  service.Stop();
+  server->Shutdown(absl::ToChronoTime(absl::Now()));
+  server.reset();
+
+  if (socket_ino != 0) {
+    // Remove the socket file if it is still ours (and we still may).
+    struct stat st;
+    if (lstat(options.listen_path.c_str(), &st) == 0 &&
+        st.st_ino == socket_ino) {
+      unlink(options.listen_path.c_str());
+    }
+  }
+  if (!stopped.ok()) {
+    LOG(ERROR) << "serving failed: " << stopped.status();
+    return 1;
+  }
+  LOG(INFO) << "stopped";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before any thread exists: SIGTERM and SIGINT arrive through a signalfd
+  // in the serve loop, never as asynchronous handlers.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  mirrord::ParseResult parsed =
+      mirrord::ParseOptions(argc, argv, mirrord::ActivationOffered());
+  if (!parsed.options) {
+    (parsed.exit_code == 0 ? std::cout : std::cerr) << parsed.message;
+    if (parsed.exit_code != 0) std::cerr << "\n";
+    return parsed.exit_code;
+  }
+  FLAGS_logtostderr = true;
+  if (parsed.options->verbose) FLAGS_v = 1;
+  google::InitGoogleLogging(argv[0]);
+  return Run(*parsed.options);
+}

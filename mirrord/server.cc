@@ -1,0 +1,351 @@
+#include "mirrord/server.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "glog/logging.h"
+
+namespace memfuse::mirrord {
+namespace {
+
+// A Write carries at most one block (fsd's largest: 64 MiB), plus framing.
+constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+constexpr uint32_t kProtocolVersion = 1;
+
+grpc::Status Unavailable() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the agent is stopping");
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  const int err = common::StatusToErrno(status);
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()),
+                      err > 0 ? absl::StrCat(err) : std::string());
+}
+
+// --- session ---
+
+grpc::Status MirrorService::Handshake(grpc::ServerContext* context,
+                                      const pb::HandshakeRequest* request,
+                                      pb::HandshakeResponse* response) {
+  if (request->protocol_version() != kProtocolVersion) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("protocol version ", request->protocol_version(),
+                     " is not supported; this agent speaks ",
+                     kProtocolVersion));
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return Unavailable();
+    mu_.Await(absl::Condition(this, &MirrorService::NoHandshakeRunning));
+    if (stopping_) return Unavailable();
+    handshaking_ = true;
+    handshaken_ = false;
+    ++generation_;
+    wake_.SignalAll();
+    if (apply_context_ != nullptr) {
+      LOG(INFO) << "a new handshake supersedes the Apply stream";
+      apply_context_->TryCancel();
+    }
+    mu_.Await(absl::Condition(this, &MirrorService::NoApplyStream));
+  }
+  absl::StatusOr<pb::HandshakeResponse> result = backend_->Handshake(*request);
+  absl::MutexLock l(&mu_);
+  handshaking_ = false;
+  if (!result.ok()) {
+    LOG(WARNING) << "handshake failed: " << result.status();
+    return ToGrpcStatus(result.status());
+  }
+  handshaken_ = true;
+  *response = std::move(*result);
+  if (const common::MappedRegion* region = backend_->shared_region()) {
+    response->set_shared_region_size(region->size());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MirrorService::CheckReadyLocked() const {
+  if (stopping_) return Unavailable();
+  if (!handshaken_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "Handshake must come first");
+  }
+  return grpc::Status::OK;
+}
+
+std::optional<grpc::Status> MirrorService::EndReasonLocked(
+    uint64_t generation) const {
+  if (stopping_) return Unavailable();
+  if (generation != generation_) {
+    return grpc::Status(grpc::StatusCode::ABORTED,
+                        "superseded by a newer handshake");
+  }
+  return std::nullopt;
+}
+
+grpc::Status MirrorService::Bind(grpc::ServerContext* context,
+                                 grpc::ServerReader<pb::Binding>* reader,
+                                 pb::BindResponse* response) {
+  uint64_t generation;
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+    generation = generation_;
+  }
+  uint64_t bound = 0;
+  pb::Binding binding;
+  while (reader->Read(&binding)) {
+    absl::MutexLock l(&mu_);
+    if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
+      return *end;
+    }
+    absl::Status added = backend_->Bind(binding);
+    if (!added.ok()) {
+      LOG(WARNING) << "Bind refused: " << added.message();
+      return ToGrpcStatus(added);
+    }
+    ++bound;
+  }
+  VLOG(1) << "bound " << bound << " objects";
+  response->set_bound(bound);
+  return grpc::Status::OK;
+}
+
+// --- the mutation stream ---
+
+grpc::Status MirrorService::Apply(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream) {
+  uint64_t generation;
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+    if (apply_context_ != nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "another Apply stream is active");
+    }
+    apply_context_ = context;
+    apply_busy_ = false;
+    generation = generation_;
+  }
+  absl::Cleanup unregister = [this] {
+    absl::MutexLock l(&mu_);
+    apply_context_ = nullptr;
+    apply_busy_ = false;
+    bytes_in_flight_ = 0;
+  };
+
+  pb::Mutation mutation;
+  // Read only when ready to apply: a slow backend slows fsd (invariant 5).
+  while (stream->Read(&mutation)) {
+    {
+      absl::MutexLock l(&mu_);
+      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
+        return *end;  // not applied: fsd sends it again
+      }
+      apply_busy_ = true;
+      bytes_in_flight_ =
+          mutation.has_write() ? mutation.write().data().size() : 0;
+    }
+    std::optional<pb::Ack> ack = ApplyWithRetry(context, mutation, generation);
+    if (!ack.has_value()) {
+      absl::MutexLock l(&mu_);
+      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
+        return *end;
+      }
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
+    const bool sent = stream->Write(*ack);
+    {
+      absl::MutexLock l(&mu_);
+      apply_busy_ = false;
+      bytes_in_flight_ = 0;
+      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
+        return *end;
+      }
+    }
+    if (!sent) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+namespace {
+
+absl::Duration WriteDelayFromEnv() {
+  const char* value = getenv(MirrorService::kWriteDelayEnv);
+  int ms = 0;
+  if (value == nullptr || !absl::SimpleAtoi(value, &ms) || ms <= 0) {
+    return absl::ZeroDuration();
+  }
+  LOG(WARNING) << MirrorService::kWriteDelayEnv << "=" << ms
+               << ": every file data mutation waits " << ms << " ms (tests)";
+  return absl::Milliseconds(ms);
+}
+
+}  // namespace
+
+MirrorService::MirrorService(Backend* backend)
+    : backend_(backend), write_delay_(WriteDelayFromEnv()) {}
+
+std::optional<pb::Ack> MirrorService::ApplyWithRetry(
+    grpc::ServerContext* context, const pb::Mutation& mutation,
+    uint64_t generation) {
+  absl::Duration delay = kFirstRetryDelay;
+  std::string logged_cause;
+  if (write_delay_ > absl::ZeroDuration() && mutation.has_write()) {
+    absl::SleepFor(write_delay_);
+  }
+  for (int attempt = 1;; ++attempt) {
+    pb::Ack ack = backend_->Apply(mutation);
+    if (ack.error() == 0 || ack.permanent()) {
+      if (attempt > 1) {
+        LOG(INFO) << "seq " << mutation.seq()
+                  << (ack.error() == 0 ? " applied" : " rejected") << " after "
+                  << attempt << " attempts";
+      }
+      return ack;
+    }
+    std::string cause = absl::StrCat(ack.error(), " ", ack.message());
+    if (cause != logged_cause) {
+      LOG(WARNING) << ack.message() << " (errno " << ack.error()
+                   << "); retrying with backoff up to "
+                   << absl::FormatDuration(kMaxRetryDelay);
+      logged_cause = std::move(cause);
+    }
+    if (!WaitToRetry(context, delay, generation)) return std::nullopt;
+    delay = std::min(delay * 2, kMaxRetryDelay);
+  }
+}
+
+bool MirrorService::WaitToRetry(grpc::ServerContext* context,
+                                absl::Duration delay, uint64_t generation) {
+  // Cancellation has no wake-up of its own here: look every 100 ms.
+  constexpr absl::Duration kPoll = absl::Milliseconds(100);
+  const absl::Time deadline = absl::Now() + delay;
+  absl::MutexLock l(&mu_);
+  for (;;) {
+    if (EndReasonLocked(generation).has_value() || context->IsCancelled()) {
+      return false;
+    }
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return true;
+    wake_.WaitWithTimeout(&mu_, std::min(left, kPoll));
+  }
+}
+
+void MirrorService::Stop() {
+  absl::MutexLock l(&mu_);
+  stopping_ = true;
+  wake_.SignalAll();
+  if (apply_context_ != nullptr && !apply_busy_) apply_context_->TryCancel();
+  // A client that stopped reading acks could block the stream's Write
+  // forever: after a while, cancel it whatever it does. (Its mutation still
+  // completes; only the Ack is lost, and the replay is idempotent.)
+  if (!mu_.AwaitWithTimeout(
+          absl::Condition(this, &MirrorService::NoApplyStream), kStopGrace)) {
+    LOG(WARNING) << "the Apply stream did not end in "
+                 << absl::FormatDuration(kStopGrace) << ": cancelling it";
+    if (apply_context_ != nullptr) apply_context_->TryCancel();
+    mu_.Await(absl::Condition(this, &MirrorService::NoApplyStream));
+  }
+}
+
+// --- reads ---
+
+grpc::Status MirrorService::ListDirectory(
+    grpc::ServerContext* context, const pb::ListDirectoryRequest* request,
+    pb::ListDirectoryResponse* response) {
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+  }
+  absl::StatusOr<pb::ListDirectoryResponse> result =
+      backend_->ListDirectory(*request);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status MirrorService::ReadBlock(grpc::ServerContext* context,
+                                      const pb::ReadBlockRequest* request,
+                                      pb::ReadBlockResponse* response) {
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+  }
+  absl::StatusOr<pb::ReadBlockResponse> result = backend_->ReadBlock(*request);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status MirrorService::ReadLink(grpc::ServerContext* context,
+                                     const pb::ReadLinkRequest* request,
+                                     pb::ReadLinkResponse* response) {
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+  }
+  absl::StatusOr<pb::ReadLinkResponse> result = backend_->ReadLink(*request);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status MirrorService::Stat(grpc::ServerContext* context,
+                                 const pb::StatRequest* request,
+                                 pb::StatResponse* response) {
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+  }
+  absl::StatusOr<pb::StatResponse> result = backend_->Stat(*request);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status MirrorService::GetStatus(grpc::ServerContext* context,
+                                      const pb::StatusRequest* request,
+                                      pb::StatusResponse* response) {
+  backend_->FillStatus(response);
+  absl::MutexLock l(&mu_);
+  // The stream holds at most the mutation being applied; the rest waits
+  // in fsd (and in HTTP/2 flow-control windows, invisible from here).
+  response->set_mutations_queued(apply_busy_ ? 1 : 0);
+  response->set_bytes_in_flight(bytes_in_flight_);
+  return grpc::Status::OK;
+}
+
+namespace {
+constexpr int kHttp2FrameBytes = (1 << 20) + 4096;
+constexpr int kHttp2WindowBytes = 8 << 20;
+}  // namespace
+
+std::unique_ptr<grpc::Server> StartServer(grpc::Service* service) {
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  // Blocks of a MiB arrive in few frames and with a window that holds
+  // several: the default 16 KiB frames and 64 KiB window leave the agent
+  // idle between them. Flow control still bounds what waits here.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, kHttp2FrameBytes);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                             kHttp2WindowBytes);
+  return builder.BuildAndStart();
+}
+
+}  // namespace memfuse::mirrord

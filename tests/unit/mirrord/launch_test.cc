@@ -1,0 +1,94 @@
+#include "mirrord/launch.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+
+namespace memfuse::mirrord {
+namespace {
+
+ParseResult Parse(std::vector<std::string> args, bool activation = false) {
+  args.insert(args.begin(), "mem-fuse-mirrord");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return ParseOptions(static_cast<int>(argv.size()), argv.data(), activation);
+}
+
+void ExpectBadInput(const ParseResult& r, const std::string& mentions) {
+  EXPECT_FALSE(r.options.has_value());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(r.message, mentions)) << r.message;
+  EXPECT_FALSE(absl::StrContains(r.message, "\n")) << r.message;
+}
+
+TEST(LaunchTest, AcceptsEachWayIn) {
+  ParseResult r = Parse({"--mirror", "/m", "--listen", "/run/s"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_path, "/m");
+  EXPECT_EQ(r.options->listen_path, "/run/s");
+  EXPECT_EQ(r.options->fd, -1);
+
+  EXPECT_EQ(r.options->data_fd, -1);
+
+  r = Parse({"--mirror", "file:///m/x", "--fd", "5", "--user", "nobody",
+             "--allow-uid", "1000", "--allow-uid", "0", "--verbose",
+             "--data-fd", "6"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_path, "/m/x");
+  EXPECT_EQ(r.options->fd, 5);
+  EXPECT_EQ(r.options->data_fd, 6);
+  EXPECT_EQ(r.options->user, "nobody");
+  EXPECT_EQ(r.options->allow_uids, (std::vector<uid_t>{1000, 0}));
+  EXPECT_TRUE(r.options->verbose);
+
+  r = Parse({"--mirror", "/m"}, /*activation=*/true);
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_TRUE(r.options->activation);
+}
+
+TEST(LaunchTest, RejectsBadInputInOneLine) {
+  ExpectBadInput(Parse({"--listen", "/s"}), "--mirror");
+  ExpectBadInput(Parse({"--mirror", "ftp://x", "--listen", "/s"}), "--mirror");
+  ExpectBadInput(Parse({"--mirror", "relative", "--listen", "/s"}), "--mirror");
+  ExpectBadInput(Parse({"--mirror", "file://host/x", "--listen", "/s"}),
+                 "--mirror");
+  ExpectBadInput(Parse({"--mirror", "http://h:8080", "--listen", "/s"}),
+                 "HTTP mirror is not in this build");
+  ExpectBadInput(Parse({"--mirror", "/m"}), "exactly one");
+  ExpectBadInput(Parse({"--mirror", "/m", "--listen", "/s", "--fd", "3"}),
+                 "exactly one");
+  ExpectBadInput(Parse({"--mirror", "/m", "--listen", "/s"}, true),
+                 "exactly one");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "x"}), "--fd");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "-1"}), "--fd");
+  ExpectBadInput(Parse({"--mirror", "/m", "--listen", "rel"}), "--listen");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--data-fd", "-2"}),
+                 "--data-fd");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--data-fd", "3"}),
+                 "--data-fd");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--allow-uid", "x"}),
+                 "--allow-uid");
+  ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--bogus"}), "bogus");
+}
+
+TEST(LaunchTest, HelpAndVersionExitZero) {
+  ParseResult r = Parse({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.message, "--listen"));
+  r = Parse({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.message, "mem-fuse-mirrord"));
+}
+
+TEST(LaunchTest, LooksUpUsers) {
+  absl::StatusOr<User> root = LookUpUser("root");
+  ASSERT_TRUE(root.ok()) << root.status();
+  EXPECT_EQ(root->uid, 0u);
+  EXPECT_EQ(LookUpUser("no-such-user-here").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace memfuse::mirrord
