@@ -64,6 +64,11 @@ struct Inode {
   timespec mtime ABSL_GUARDED_BY(mu) = {};
   timespec ctime ABSL_GUARDED_BY(mu) = {};
   std::unique_ptr<XattrMap> xattrs ABSL_GUARDED_BY(mu);  // null: none
+  // Has a name, so the mirror has it too: data and attribute changes are
+  // mirrored only while this holds. Cleared with the last name (under the
+  // tree lock and this lock), before the removal is sequenced, so no change
+  // of an unlinked file is ever sequenced after its removal.
+  bool linked ABSL_GUARDED_BY(mu) = false;
 };
 
 }  // namespace memfuse::fsd

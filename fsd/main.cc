@@ -2,7 +2,13 @@
 #include <cstdio>
 #include <iostream>
 
+#include <unistd.h>
+
+#include <memory>
+
 #include "fsd/block_budget.h"
+#include "fsd/mirror_client.h"
+#include "fsd/mutation_log.h"
 #include "fsd/options.h"
 #include "fsd/ops/ops.h"
 #include "fsd/session.h"
@@ -27,11 +33,33 @@ int main(int argc, char** argv) {
   Tree tree(options.block_bytes(), &budget,
             Caller{geteuid(), getegid()});
   ops::Context ctx{&tree};
+  ctx.budget = &budget;
+
+  MutationLog log(options.block_bytes(), options.write_limit_bytes());
+  std::unique_ptr<MirrorClient> mirror;
+  if (options.has_mirror()) {
+    tree.SetMirrorLog(&log);
+    mirror = std::make_unique<MirrorClient>(options, &tree, &log);
+    if (absl::Status started = mirror->Start(); !started.ok()) {
+      std::cerr << "mem-fuse: mirror " << options.mirror
+                << options.mirror_socket << ": " << started.message() << "\n";
+      return 1;
+    }
+    ctx.mirror = mirror.get();
+    ctx.log = &log;
+  }
+
   absl::Status status = RunSession(options, &ctx);
+  int code = 0;
   if (!status.ok()) {
     std::cerr << "mem-fuse: " << status.message() << "\n";
     // A FUSE option libfuse rejects is bad input, like a bad flag.
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    code = status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  return 0;
+  if (mirror != nullptr) {
+    // Nothing accepted on the mount is dropped on the way out.
+    if (!mirror->Drain(ForcedExit())) code = 1;
+    mirror->Stop();
+  }
+  return code;
 }

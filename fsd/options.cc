@@ -1,12 +1,16 @@
 #include "fsd/options.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
 
 #include <cerrno>
 #include <cstring>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 
 namespace memfuse::fsd {
@@ -31,24 +35,36 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
   CLI::App app(
       "mem-fuse: an in-memory FUSE filesystem, optionally a write-back cache "
       "in front of a mirror.\nRuns in the foreground; Ctrl-C, SIGTERM or "
-      "`fusermount3 -u MOUNTPOINT` unmounts.",
+      "`fusermount3 -u MOUNTPOINT` unmounts (with a mirror, after sending it "
+      "everything; a second signal exits at once).\nfsync of the mount's root "
+      "directory waits until the mirror has everything.",
       "mem-fuse");
   app.set_version_flag("--version", "mem-fuse " MEMFUSE_VERSION);
   app.add_option("MOUNTPOINT", o.mountpoint, "Existing directory to mount on")
       ->required();
   app.add_option("--mirror", o.mirror,
-                 "Mirror to write back to: /path, file:///path or "
-                 "http://host:port (not in this build yet)");
+                 "Mirror to write back to: /path or file:///path (created if "
+                 "missing; its content appears on the mount). Starts the "
+                 "mirror agent mem-fuse-mirrord as a child process. "
+                 "http://host:port is not in this build yet");
+  app.add_option("--mirror-socket", o.mirror_socket,
+                 "Instead of --mirror: the Unix socket of a mem-fuse-mirrord "
+                 "started separately (systemd, Kubernetes, a second "
+                 "terminal); reconnects when it restarts");
   app.add_option("--cache-size", o.cache_size_mb,
                  "Resident file data limit in MB; without a mirror this is "
                  "the filesystem's size")
       ->capture_default_str();
   app.add_option("--cache-max-write-size", write_limit,
-                 "Dirty (not yet mirrored) data limit in MB, at most the cache "
-                 "size; applies with --mirror [default: half the cache]");
-  app.add_option("--lazy-load", o.lazy_load,
-                 "true|false: load the mirror's tree on demand (with --mirror)")
-      ->capture_default_str();
+                 "Dirty (not yet mirrored) data limit in MB, from two blocks "
+                 "up to the cache size [default: half the cache]. Writers "
+                 "wait for the mirror when it is reached. Without a mirror "
+                 "nothing is dirty and a full cache is ENOSPC");
+  std::optional<std::string> lazy_load;
+  app.add_option("--lazy-load", lazy_load,
+                 "true|false: load the mirror's tree on demand. This build "
+                 "loads the whole mirror at mount (false); true is refused "
+                 "until lazy loading lands");
   app.add_option("--root", o.root_node,
                  "Remote root node of an http mirror (with --mirror http://)");
   app.add_option("--block-size", o.block_size_kb,
@@ -69,9 +85,49 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
     return Fail(e.what());
   }
 
+  if (!o.mirror.empty() && !o.mirror_socket.empty()) {
+    return Fail("--mirror and --mirror-socket exclude each other");
+  }
   if (!o.mirror.empty()) {
-    return Fail(absl::StrCat("--mirror ", o.mirror,
-                             ": mirroring is not available in this build yet"));
+    std::string dir = o.mirror;
+    if (absl::StartsWith(dir, "file://")) {
+      dir = dir.substr(strlen("file://"));
+      if (!absl::StartsWith(dir, "/")) {
+        return Fail(absl::StrCat("--mirror ", o.mirror,
+                                 ": a file:// URL needs an absolute path"));
+      }
+    } else if (absl::StartsWith(dir, "http://") ||
+               absl::StartsWith(dir, "https://")) {
+      return Fail(absl::StrCat("--mirror ", o.mirror,
+                               ": the http mirror is not in this build yet"));
+    } else if (dir.find("://") != std::string::npos) {
+      return Fail(absl::StrCat("--mirror ", o.mirror,
+                               ": expected /path, file:///path or "
+                               "http://host:port"));
+    }
+    if (dir.empty()) return Fail("--mirror: empty path");
+    if (!absl::StartsWith(dir, "/")) {
+      char cwd[PATH_MAX];
+      if (getcwd(cwd, sizeof(cwd)) == nullptr) {
+        return Fail(absl::StrCat("--mirror ", o.mirror, ": ",
+                                 std::strerror(errno)));
+      }
+      dir = absl::StrCat(cwd, "/", dir);
+    }
+    o.mirror_dir = dir;
+  }
+  if (lazy_load.has_value()) {
+    if (*lazy_load == "false" || *lazy_load == "0") {
+      o.lazy_load = false;
+    } else if (*lazy_load == "true" || *lazy_load == "1") {
+      return Fail("--lazy-load true: this build loads the whole mirror at "
+                  "mount; lazy loading is not in it yet");
+    } else {
+      return Fail(absl::StrCat("--lazy-load ", *lazy_load,
+                               ": expected true or false"));
+    }
+  } else {
+    o.lazy_load = false;
   }
   if (o.root_node.has_value()) {
     return Fail("--root needs an http --mirror");
@@ -93,7 +149,20 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
     }
     o.cache_max_write_size_mb = *write_limit;
   } else {
-    o.cache_max_write_size_mb = std::max<uint64_t>(1, o.cache_size_mb / 2);
+    // Half the cache, but room for two blocks where the cache has it.
+    const uint64_t two_blocks_mb = ((2 * o.block_bytes()) + (1 << 20) - 1) >> 20;
+    o.cache_max_write_size_mb =
+        std::min(o.cache_size_mb,
+                 std::max<uint64_t>(o.cache_size_mb / 2, two_blocks_mb));
+  }
+  // Writers wait for room for whole blocks; fewer than two would let one
+  // block in flight stall every writer. (Without a mirror nothing is dirty.)
+  if ((!o.mirror.empty() || !o.mirror_socket.empty()) &&
+      o.write_limit_bytes() < 2 * o.block_bytes()) {
+    return Fail(absl::StrCat(
+        "--cache-max-write-size ", o.cache_max_write_size_mb,
+        " MB holds fewer than two blocks of --block-size ", o.block_size_kb,
+        " KB", write_limit.has_value() ? "" : " (half of --cache-size)"));
   }
   for (const std::string& group : raw_fuse_options) {
     for (absl::string_view opt : absl::StrSplit(group, ',', absl::SkipEmpty())) {

@@ -15,6 +15,10 @@ namespace memfuse::fsd {
 struct Options {
   std::string mountpoint;
   std::string mirror;                  // empty: no mirror
+  // The local mirror directory, absolute (from --mirror /path or file://).
+  std::string mirror_dir;
+  // A separately started mirrord's socket (--mirror-socket).
+  std::string mirror_socket;
   uint64_t cache_size_mb = 512;        // resident file data
   uint64_t cache_max_write_size_mb = 256;  // dirty data, only with a mirror
   bool lazy_load = true;
@@ -23,8 +27,12 @@ struct Options {
   std::vector<std::string> fuse_options;  // from -o, split at commas
   bool debug = false;
 
+  bool has_mirror() const {
+    return !mirror_dir.empty() || !mirror_socket.empty();
+  }
   uint64_t cache_bytes() const { return cache_size_mb << 20; }
   uint64_t block_bytes() const { return block_size_kb << 10; }
+  uint64_t write_limit_bytes() const { return cache_max_write_size_mb << 20; }
 };
 
 // The outcome of parsing argv: either options to run with, or an exit (for

@@ -1,7 +1,14 @@
 #include "fsd/session.h"
 
-#include <csignal>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <thread>
 
 #include <algorithm>
 #include <climits>
@@ -60,7 +67,83 @@ void RaiseWritebackLimit(const std::string& mountpoint, uint64_t bytes) {
   }
 }
 
+std::atomic<bool> g_forced{false};
+std::atomic<int> g_signals{0};
+std::atomic<bool> g_mounted{false};
+int g_event_fd = -1;
+
+void OnSignal(int) {
+  const int saved = errno;
+  if (!g_mounted.load() || g_signals.fetch_add(1) > 0) g_forced = true;
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(g_event_fd, &one, sizeof(one));
+  errno = saved;
+}
+
+void OnWake(int) {}  // only interrupts the loop thread's wait
+
+void InstallSignalHandlers() {
+  g_event_fd = eventfd(0, EFD_CLOEXEC);
+  struct sigaction sa = {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  sa.sa_handler = OnWake;
+  sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, nullptr);
+}
+
+// Unmounts like umount(8): the kernel writes its dirty pages back to the
+// still running loop first, then the loop sees the device go away.
+bool UnmountCleanly(const std::string& mountpoint) {
+  if (geteuid() == 0) return umount2(mountpoint.c_str(), 0) == 0;
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    execlp("fusermount3", "fusermount3", "-u", mountpoint.c_str(),
+           static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Waits for signals during the session and turns the first into an
+// unmount. Ends when `done` is set and the event fd written.
+void WatchSignals(fuse_session* se, std::string mountpoint,
+                  pthread_t loop_thread, const std::atomic<bool>* done) {
+  bool unmounting = false;
+  while (true) {
+    uint64_t count;
+    if (read(g_event_fd, &count, sizeof(count)) < 0 && errno == EINTR) {
+      continue;
+    }
+    if (done->load()) return;
+    if (unmounting && !g_forced) continue;
+    if (!unmounting) {
+      unmounting = true;
+      LOG(INFO) << "signal received: unmounting " << mountpoint;
+      if (UnmountCleanly(mountpoint)) continue;
+      LOG(WARNING) << mountpoint << " is busy: flushing and detaching it";
+      const int fd = open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY);
+      if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+      }
+    }
+    fuse_session_exit(se);
+    pthread_kill(loop_thread, SIGUSR1);
+  }
+}
+
 }  // namespace
+
+const std::atomic<bool>& ForcedExit() { return g_forced; }
 
 absl::Status RunSession(const Options& options, ops::Context* ctx) {
   std::vector<std::string> mount_options = {
@@ -86,10 +169,7 @@ absl::Status RunSession(const Options& options, ops::Context* ctx) {
                      absl::StrJoin(mount_options, ",")));
   }
   absl::Cleanup destroy = [se] { fuse_session_destroy(se); };
-  if (fuse_set_signal_handlers(se) != 0) {
-    return absl::InternalError("cannot install signal handlers");
-  }
-  absl::Cleanup handlers = [se] { fuse_remove_signal_handlers(se); };
+  InstallSignalHandlers();
   if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot mount on ", options.mountpoint,
@@ -104,12 +184,29 @@ absl::Status RunSession(const Options& options, ops::Context* ctx) {
                       std::min<uint64_t>(options.cache_bytes(), 512 << 20));
   LOG(INFO) << "mounted on " << options.mountpoint << " (cache "
             << options.cache_size_mb << " MB, block " << options.block_size_kb
-            << " KB, no mirror)";
+            << " KB, "
+            << (options.has_mirror() ? "mirrored" : "no mirror") << ")";
+
+  std::atomic<bool> done{false};
+  g_mounted = true;
+  std::thread watcher(WatchSignals, se, options.mountpoint, pthread_self(),
+                      &done);
+  absl::Cleanup stop_watcher = [&] {
+    g_mounted = false;
+    done = true;
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(g_event_fd, &one, sizeof(one));
+    watcher.join();
+  };
 
   std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> loop(
       fuse_loop_cfg_create(), fuse_loop_cfg_destroy);
   fuse_loop_cfg_set_clone_fd(loop.get(), 1);
   fuse_loop_cfg_set_idle_threads(loop.get(), 8);
+  // Writes waiting at the dirty limit each hold a worker (the kernel sends
+  // up to 12 background writes at once); with libfuse's default of 10
+  // workers they could leave none for reads and lookups.
+  fuse_loop_cfg_set_max_threads(loop.get(), 64);
   const int rc = fuse_session_loop_mt(se, loop.get());
   LOG(INFO) << "unmounting " << options.mountpoint;
   if (rc != 0 && rc != SIGINT && rc != SIGTERM && rc != SIGHUP) {

@@ -2,6 +2,8 @@
 #ifndef MEMFUSE_FSD_SESSION_H_
 #define MEMFUSE_FSD_SESSION_H_
 
+#include <atomic>
+
 #include "absl/status/status.h"
 #include "fsd/options.h"
 #include "fsd/ops/ops.h"
@@ -11,7 +13,16 @@ namespace memfuse::fsd {
 // Mounts `options.mountpoint` serving `ctx`, runs the multi-threaded loop in
 // the calling thread until SIGINT, SIGTERM, SIGHUP or an unmount, then
 // unmounts. Call once per process (it installs signal handlers).
+//
+// A signal unmounts the way umount(8) does, so the kernel first writes back
+// every dirty page it holds for the mount (data write(2) already accepted);
+// only if the mount is busy does fsd flush the kernel's pages with syncfs
+// and detach it lazily.
 absl::Status RunSession(const Options& options, ops::Context* ctx);
+
+// True once a signal arrived that asks to exit now: a second one during the
+// session, or any after the mount is gone (while draining to the mirror).
+const std::atomic<bool>& ForcedExit();
 
 }  // namespace memfuse::fsd
 

@@ -16,6 +16,29 @@ namespace {
 
 using common::ErrnoStatus;
 
+int64_t Nanos(const timespec& ts) {
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+timespec FromNanos(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000;
+    --ts.tv_sec;
+  }
+  return ts;
+}
+
+// Only user xattrs reach the mirror; trusted.* and security.* stay here.
+bool IsMirroredXattr(std::string_view name) {
+  return name.substr(0, 5) == "user.";
+}
+
+// The mirror agent keeps its own state in these; they are never shown.
+constexpr std::string_view kReservedXattrPrefix = "user.memfuse.";
+
 timespec Now() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -52,6 +75,7 @@ Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
     root->uid = root_owner.uid;
     root->gid = root_owner.gid;
     root->atime = root->mtime = root->ctime = Now();
+    root->linked = true;
   }
   absl::MutexLock l(&mu_);
   table_.emplace(FUSE_ROOT_ID, std::move(root));
@@ -93,6 +117,32 @@ void Tree::FillStatLocked(const Inode& inode, struct stat* st) {
   st->st_ctim = inode.ctime;
 }
 
+namespace {
+
+void FillAttr(const Inode& inode, pb::Attr* attr)
+    ABSL_SHARED_LOCKS_REQUIRED(inode.mu) {
+  attr->set_id(inode.ino);
+  attr->set_mode(inode.mode);
+  attr->set_uid(inode.uid);
+  attr->set_gid(inode.gid);
+  attr->set_rdev(inode.rdev);
+  attr->set_size(inode.size);
+  attr->set_atime_ns(Nanos(inode.atime));
+  attr->set_mtime_ns(Nanos(inode.mtime));
+  attr->set_ctime_ns(Nanos(inode.ctime));
+}
+
+}  // namespace
+
+void Tree::LogSetAttrLocked(Inode& inode, uint32_t mask) {
+  if (log_ == nullptr || !inode.linked || mask == 0) return;
+  pb::Mutation m;
+  pb::SetAttr* set = m.mutable_set_attr();
+  set->set_mask(mask);
+  FillAttr(inode, set->mutable_attr());
+  log_->Append(std::move(m));
+}
+
 struct stat Tree::StatForEntryLocked(Inode& inode) {
   struct stat st;
   {
@@ -116,7 +166,11 @@ void Tree::TouchCtimeLocked(Inode& inode) {
 void Tree::DropLinkLocked(Inode& inode, std::vector<InodePtr>* doomed) {
   CHECK_GT(inode.nlink, 0u) << "inode " << inode.ino;
   inode.nlink = inode.is_dir() ? 0 : inode.nlink - 1;
-  TouchCtimeLocked(inode);
+  {
+    absl::MutexLock l(&inode.mu);
+    inode.ctime = Now();
+    if (inode.nlink == 0) inode.linked = false;
+  }
   MaybeFreeLocked(inode, doomed);
 }
 
@@ -126,6 +180,20 @@ void Tree::MaybeFreeLocked(Inode& inode, std::vector<InodePtr>* doomed) {
   CHECK(it != table_.end());
   doomed->push_back(std::move(it->second));
   table_.erase(it);
+}
+
+void Tree::AddNewLocked(Inode& dir, std::string_view name, InodePtr inode) {
+  if (inode->is_dir()) {
+    inode->dir = std::make_unique<Directory>();
+    inode->parent = dir.ino;
+    inode->nlink = 2;
+    ++dir.nlink;
+  } else {
+    inode->nlink = 1;
+  }
+  dir.dir->Add(name, inode->ino);
+  const fuse_ino_t ino = inode->ino;
+  table_.emplace(ino, std::move(inode));
 }
 
 bool Tree::IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor) {
@@ -183,20 +251,25 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
     inode->rdev = (type == S_IFCHR || type == S_IFBLK) ? rdev : 0;
     inode->atime = inode->mtime = inode->ctime = now;
     if (type == S_IFLNK) inode->size = symlink_target.size();
+    inode->linked = true;
+    if (log_ != nullptr) {
+      pb::Mutation m;
+      pb::Create* create = m.mutable_create();
+      create->set_parent(parent);
+      create->set_name(name.data(), name.size());
+      FillAttr(*inode, create->mutable_attr());
+      create->mutable_attr()->set_size(0);
+      if (type == S_IFLNK) {
+        create->set_symlink_target(symlink_target.data(),
+                                   symlink_target.size());
+      }
+      log_->Append(std::move(m));
+    }
   }
   if (type == S_IFLNK) inode->symlink_target = symlink_target;
-  if (type == S_IFDIR) {
-    inode->dir = std::make_unique<Directory>();
-    inode->parent = parent;
-    inode->nlink = 2;
-    ++dir->nlink;
-  } else {
-    inode->nlink = 1;
-  }
-  dir->dir->Add(name, inode->ino);
-  TouchDirLocked(*dir);
   Inode& created = *inode;
-  table_.emplace(inode->ino, std::move(inode));
+  AddNewLocked(*dir, name, std::move(inode));
+  TouchDirLocked(*dir);
   return StatForEntryLocked(created);
 }
 
@@ -213,6 +286,14 @@ absl::StatusOr<struct stat> Tree::Link(fuse_ino_t ino, fuse_ino_t new_parent,
   ++inode.nlink;
   TouchCtimeLocked(inode);
   TouchDirLocked(*dir);
+  if (log_ != nullptr) {
+    pb::Mutation m;
+    pb::Link* link = m.mutable_link();
+    link->set_id(ino);
+    link->set_new_parent(new_parent);
+    link->set_new_name(new_name.data(), new_name.size());
+    log_->Append(std::move(m));
+  }
   return StatForEntryLocked(inode);
 }
 
@@ -271,6 +352,16 @@ absl::StatusOr<struct stat> Tree::SetAttr(fuse_ino_t ino,
   } else {
     inode.ctime = now;
   }
+  uint32_t mask = to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+                            FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE);
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+    mask |= FUSE_SET_ATTR_ATIME;
+  }
+  if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
+                FUSE_SET_ATTR_SIZE)) {
+    mask |= FUSE_SET_ATTR_MTIME;
+  }
+  LogSetAttrLocked(inode, mask);
   struct stat st;
   FillStatLocked(inode, &st);
   return st;
@@ -294,6 +385,14 @@ absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
   dir->dir->Remove(name);
   TouchDirLocked(*dir);
   DropLinkLocked(inode, &doomed);
+  if (log_ != nullptr) {
+    pb::Mutation m;
+    pb::Remove* remove = m.mutable_remove();
+    remove->set_parent(parent);
+    remove->set_name(name.data(), name.size());
+    remove->set_id(ino);
+    log_->Append(std::move(m));
+  }
   return absl::OkStatus();
 }
 
@@ -311,6 +410,15 @@ absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
   --dir->nlink;
   TouchDirLocked(*dir);
   DropLinkLocked(inode, &doomed);
+  if (log_ != nullptr) {
+    pb::Mutation m;
+    pb::Remove* remove = m.mutable_remove();
+    remove->set_parent(parent);
+    remove->set_name(name.data(), name.size());
+    remove->set_id(ino);
+    remove->set_directory(true);
+    log_->Append(std::move(m));
+  }
   return absl::OkStatus();
 }
 
@@ -334,10 +442,25 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   Inode& inode = GetLocked(ino);
   const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
 
+  auto log_rename = [&](uint64_t replaced) {
+    if (log_ == nullptr) return;
+    pb::Mutation m;
+    pb::Rename* rename = m.mutable_rename();
+    rename->set_parent(parent);
+    rename->set_name(name.data(), name.size());
+    rename->set_new_parent(new_parent);
+    rename->set_new_name(new_name.data(), new_name.size());
+    rename->set_flags(flags);
+    rename->set_id(ino);
+    rename->set_replaced_id(replaced);
+    log_->Append(std::move(m));
+  };
   if (flags & RENAME_EXCHANGE) {
     if (target_ino == 0) return ErrnoStatus(ENOENT);
     if (target_ino == ino) return absl::OkStatus();
-    return ExchangeLocked(*old_dir, name, *new_dir, new_name);
+    RETURN_IF_ERROR(ExchangeLocked(*old_dir, name, *new_dir, new_name));
+    log_rename(target_ino);
+    return absl::OkStatus();
   }
   if (target_ino == ino) return absl::OkStatus();  // same file: no-op
   if (target_ino != 0 && (flags & RENAME_NOREPLACE)) {
@@ -368,6 +491,7 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   TouchCtimeLocked(inode);
   TouchDirLocked(*old_dir);
   if (new_dir != old_dir) TouchDirLocked(*new_dir);
+  log_rename(target_ino);
   return absl::OkStatus();
 }
 
@@ -412,6 +536,7 @@ bool Tree::KillSuidGid(fuse_ino_t ino) {
   if (mode == inode->mode) return false;
   inode->mode = mode;
   inode->ctime = Now();
+  LogSetAttrLocked(*inode, FUSE_SET_ATTR_MODE);
   return true;
 }
 
@@ -423,6 +548,7 @@ absl::Status Tree::Open(fuse_ino_t ino, int flags) {
   inode->data.Truncate(block_size_, 0);
   inode->size = 0;
   inode->mtime = inode->ctime = Now();
+  LogSetAttrLocked(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
   return absl::OkStatus();
 }
 
@@ -439,16 +565,25 @@ absl::StatusOr<size_t> Tree::Read(fuse_ino_t ino, uint64_t offset, size_t size,
 }
 
 absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
-                                   const char* data, size_t size) {
+                                   const char* data, size_t size,
+                                   bool kernel_times) {
   InodePtr inode = Find(ino);
   if (inode->is_dir()) return ErrnoStatus(EISDIR);
   if (offset + size < offset || offset + size > uint64_t{INT64_MAX}) {
     return ErrnoStatus(EFBIG);
   }
+  // At the dirty limit, wait for the mirror here, before taking the
+  // inode's lock: the sender needs it to send what frees the room.
+  const MutationLog::DirtyRoom room =
+      log_ != nullptr ? log_->ReserveDirty(log_->DirtyCharge(offset, size))
+                      : MutationLog::DirtyRoom();
   absl::MutexLock il(&inode->mu);
   RETURN_IF_ERROR(inode->data.Write(block_size_, offset, data, size));
   inode->size = std::max<uint64_t>(inode->size, offset + size);
-  inode->mtime = inode->ctime = Now();
+  if (!kernel_times) inode->mtime = inode->ctime = Now();
+  if (log_ != nullptr && inode->linked) {
+    log_->AppendWrite(inode, offset, size);
+  }
   return size;
 }
 
@@ -465,6 +600,9 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
     const uint64_t stop = std::min(end, inode->size);
     if (offset < stop) {
       inode->data.PunchHole(block_size_, offset, stop - offset);
+      if (log_ != nullptr && inode->linked) {
+        log_->AppendWrite(inode, offset, stop - offset);  // now zeros
+      }
     }
     inode->mtime = inode->ctime = Now();
     return absl::OkStatus();
@@ -474,6 +612,7 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
   if (mode == 0 && end > inode->size) {
     inode->size = end;
     inode->mtime = inode->ctime = Now();
+    LogSetAttrLocked(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
   }
   return absl::OkStatus();
 }
@@ -546,6 +685,10 @@ absl::Status Tree::ReadDir(fuse_ino_t ino, uint64_t cookie, bool plus,
 absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
                             std::string_view value, int flags) {
   RETURN_IF_ERROR(ValidateXattrName(name));
+  if (log_ != nullptr && name.substr(0, kReservedXattrPrefix.size()) ==
+                             kReservedXattrPrefix) {
+    return ErrnoStatus(EPERM);  // the mirror agent's own
+  }
   InodePtr inode = Find(ino);
   absl::MutexLock il(&inode->mu);
   if (!inode->xattrs) {
@@ -561,6 +704,13 @@ absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
     it->second.assign(value);
   }
   inode->ctime = Now();
+  if (log_ != nullptr && inode->linked && IsMirroredXattr(name)) {
+    pb::Mutation m;
+    m.mutable_set_xattr()->set_id(ino);
+    m.mutable_set_xattr()->set_name(name.data(), name.size());
+    m.mutable_set_xattr()->set_value(value.data(), value.size());
+    log_->Append(std::move(m));
+  }
   return absl::OkStatus();
 }
 
@@ -596,12 +746,175 @@ absl::Status Tree::RemoveXattr(fuse_ino_t ino, std::string_view name) {
   inode->xattrs->erase(it);
   if (inode->xattrs->empty()) inode->xattrs.reset();
   inode->ctime = Now();
+  if (log_ != nullptr && inode->linked && IsMirroredXattr(name)) {
+    pb::Mutation m;
+    m.mutable_remove_xattr()->set_id(ino);
+    m.mutable_remove_xattr()->set_name(name.data(), name.size());
+    log_->Append(std::move(m));
+  }
   return absl::OkStatus();
 }
 
 Tree::Usage Tree::GetUsage() {
   absl::ReaderMutexLock l(&mu_);
   return Usage{table_.size(), budget_->used(), budget_->limit()};
+}
+
+void Tree::LoadRoot(
+    const pb::Attr& attr,
+    const google::protobuf::RepeatedPtrField<pb::XattrEntry>& xattrs) {
+  InodePtr root = Find(FUSE_ROOT_ID);
+  absl::MutexLock il(&root->mu);
+  root->mode = S_IFDIR | (attr.mode() & 07777);
+  root->uid = attr.uid();
+  root->gid = attr.gid();
+  root->atime = FromNanos(attr.atime_ns());
+  root->mtime = FromNanos(attr.mtime_ns());
+  root->ctime = FromNanos(attr.ctime_ns());
+  for (const pb::XattrEntry& x : xattrs) {
+    if (!root->xattrs) root->xattrs = std::make_unique<XattrMap>();
+    (*root->xattrs)[x.name()] = x.value();
+  }
+}
+
+absl::Status Tree::LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry) {
+  const std::string& name = entry.name();
+  RETURN_IF_ERROR(ValidateName(name));
+  const pb::Attr& attr = entry.attr();
+  const fuse_ino_t id = attr.id();
+  if (id <= FUSE_ROOT_ID) return ErrnoStatus(EINVAL);
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  if (dir->dir->Find(name) != 0) return ErrnoStatus(EEXIST);
+  if (auto it = table_.find(id); it != table_.end()) {
+    Inode& inode = *it->second;
+    if (inode.is_dir()) return ErrnoStatus(EINVAL);
+    dir->dir->Add(name, id);
+    ++inode.nlink;
+    return absl::OkStatus();
+  }
+  const mode_t type = attr.mode() & S_IFMT;
+  auto inode = std::make_shared<Inode>(id, attr.mode(), budget_);
+  {
+    absl::MutexLock il(&inode->mu);
+    inode->uid = attr.uid();
+    inode->gid = attr.gid();
+    inode->rdev = (type == S_IFCHR || type == S_IFBLK) ? attr.rdev() : 0;
+    inode->size = (type == S_IFREG || type == S_IFLNK) ? attr.size() : 0;
+    inode->atime = FromNanos(attr.atime_ns());
+    inode->mtime = FromNanos(attr.mtime_ns());
+    inode->ctime = FromNanos(attr.ctime_ns());
+    inode->linked = true;
+    for (const pb::XattrEntry& x : entry.xattrs()) {
+      if (!inode->xattrs) inode->xattrs = std::make_unique<XattrMap>();
+      (*inode->xattrs)[x.name()] = x.value();
+    }
+    if (type == S_IFLNK) inode->size = entry.symlink_target().size();
+  }
+  if (type == S_IFLNK) inode->symlink_target = entry.symlink_target();
+  AddNewLocked(*dir, name, std::move(inode));
+  next_ino_ = std::max<fuse_ino_t>(next_ino_, id + 1);
+  return absl::OkStatus();
+}
+
+absl::Status Tree::LoadData(fuse_ino_t ino, uint64_t offset,
+                            std::string_view data) {
+  InodePtr inode = Find(ino);
+  absl::MutexLock il(&inode->mu);
+  return inode->data.Write(block_size_, offset, data.data(), data.size());
+}
+
+void Tree::ReserveIdsBelow(fuse_ino_t next) {
+  absl::MutexLock l(&mu_);
+  next_ino_ = std::max(next_ino_, next);
+}
+
+std::vector<pb::Binding> Tree::MirrorBindings(MutationLog* log) {
+  using Key = std::pair<uint64_t, std::string>;
+  absl::flat_hash_map<Key, uint64_t> names;
+  std::vector<pb::Mutation> unacked;
+  {
+    absl::ReaderMutexLock l(&mu_);
+    for (const auto& [ino, inode] : table_) {
+      if (!inode->is_dir() || inode->nlink == 0) continue;
+      for (auto it = inode->dir->After(0); it != inode->dir->end(); ++it) {
+        names[Key(ino, it->second.name)] = it->second.ino;
+      }
+    }
+    unacked = log->UnackedNamespaceOps();
+  }
+  // Undo, newest first, what the mirror has not applied yet.
+  for (auto m = unacked.rbegin(); m != unacked.rend(); ++m) {
+    switch (m->op_case()) {
+      case pb::Mutation::kCreate:
+        names.erase(Key(m->create().parent(), m->create().name()));
+        break;
+      case pb::Mutation::kLink:
+        names.erase(Key(m->link().new_parent(), m->link().new_name()));
+        break;
+      case pb::Mutation::kRemove:
+        names[Key(m->remove().parent(), m->remove().name())] = m->remove().id();
+        break;
+      case pb::Mutation::kRename: {
+        const pb::Rename& r = m->rename();
+        const Key from(r.parent(), r.name());
+        const Key to(r.new_parent(), r.new_name());
+        names.erase(to);
+        names[from] = r.id();
+        if (r.replaced_id() != 0) names[to] = r.replaced_id();
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  // Parents before children: breadth first from the root.
+  absl::flat_hash_map<uint64_t, std::vector<const Key*>> by_parent;
+  for (const auto& [key, id] : names) by_parent[key.first].push_back(&key);
+  std::vector<pb::Binding> out;
+  out.reserve(names.size());
+  std::vector<uint64_t> frontier = {FUSE_ROOT_ID};
+  absl::flat_hash_map<uint64_t, bool> visited;
+  while (!frontier.empty()) {
+    std::vector<uint64_t> next;
+    for (uint64_t dir : frontier) {
+      auto it = by_parent.find(dir);
+      if (it == by_parent.end()) continue;
+      for (const Key* key : it->second) {
+        const uint64_t id = names[*key];
+        pb::Binding& b = out.emplace_back();
+        b.set_id(id);
+        b.set_parent(dir);
+        b.set_name(key->second);
+        if (by_parent.contains(id) && !visited[id]) {
+          visited[id] = true;
+          next.push_back(id);
+        }
+      }
+    }
+    frontier = std::move(next);
+  }
+  return out;
+}
+
+uint64_t Tree::FillWrite(Inode& inode, uint64_t offset, uint64_t length,
+                         pb::Write* write, char* out) {
+  write->set_id(inode.ino);
+  write->set_offset(offset);
+  absl::ReaderMutexLock il(&inode.mu);
+  const uint64_t end = std::min(offset + length, inode.size);
+  const uint64_t count = end > offset ? end - offset : 0;
+  if (count > 0) {
+    if (out == nullptr) {
+      std::string* data = write->mutable_data();
+      data->resize(count);
+      out = data->data();
+    }
+    inode.data.Read(block_size_, offset, count, out);
+  }
+  write->set_atime_ns(Nanos(inode.atime));
+  write->set_mtime_ns(Nanos(inode.mtime));
+  return count;
 }
 
 }  // namespace memfuse::fsd

@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "fsd/block_budget.h"
 #include "fsd/inode.h"
+#include "fsd/mutation_log.h"
 
 namespace memfuse::fsd {
 
@@ -89,8 +90,12 @@ class Tree {
   // (short at end of file).
   absl::StatusOr<size_t> Read(fuse_ino_t ino, uint64_t offset, size_t size,
                               char* out);
+  // With `kernel_times`, the write comes from the kernel's writeback cache,
+  // which keeps mtime and ctime itself and sends them with a SETATTR: the
+  // time fsd receives the data is not the time it was written.
   absl::StatusOr<size_t> Write(fuse_ino_t ino, uint64_t offset,
-                               const char* data, size_t size);
+                               const char* data, size_t size,
+                               bool kernel_times = false);
   absl::Status Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
                          uint64_t length);
   absl::StatusOr<size_t> CopyFileRange(fuse_ino_t in, uint64_t in_offset,
@@ -123,6 +128,36 @@ class Tree {
 
   uint64_t block_size() const { return block_size_; }
 
+  // --- The mirror -------------------------------------------------------
+  // From now on every mutation is appended to `log` (in the order
+  // performed) for the mirror agent. Call before serving requests.
+  void SetMirrorLog(MutationLog* log) { log_ = log; }
+
+  // Loading what the mirror holds (at mount, before serving). These change
+  // the tree without logging anything: the mirror already has it.
+  void LoadRoot(const pb::Attr& attr,
+                const google::protobuf::RepeatedPtrField<pb::XattrEntry>& xattrs);
+  // Adds `entry` (bound to id entry.attr().id()) under `parent`; a second
+  // name of a known id is a hard link.
+  absl::Status LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry);
+  // Stores file contents read from the mirror. ENOSPC if the cache is full.
+  absl::Status LoadData(fuse_ino_t ino, uint64_t offset, std::string_view data);
+  // Ids below `next` are taken (by the mirror's objects).
+  void ReserveIdsBelow(fuse_ino_t next);
+
+  // Where every object of the mirror is named, as of the last mutation the
+  // mirror applied: the tree now, minus the effect of every unacknowledged
+  // namespace mutation in `log`. Parents come before their children.
+  std::vector<pb::Binding> MirrorBindings(MutationLog* log);
+
+  // The Write message for a data slot: the newest bytes of
+  // [offset, offset + length) below the file's size, and its times. The
+  // bytes go into `write->data`, or to `out` (room for `length` bytes)
+  // when it is given. Returns how many bytes there were.
+  uint64_t FillWrite(Inode& inode, uint64_t offset, uint64_t length,
+                     pb::Write* write, char* out = nullptr)
+      ABSL_LOCKS_EXCLUDED(inode.mu);
+
  private:
   using InodePtr = std::shared_ptr<Inode>;
 
@@ -146,15 +181,26 @@ class Tree {
   // the caller destroys `doomed` after unlocking.
   void MaybeFreeLocked(Inode& inode, std::vector<InodePtr>* doomed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Names the new `inode` `name` in `dir` and adds it to the table.
+  void AddNewLocked(Inode& dir, std::string_view name, InodePtr inode)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True if `ino` is `ancestor` or below it.
   bool IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ExchangeLocked(Inode& old_dir, std::string_view name,
                               Inode& new_dir, std::string_view new_name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends a set_attr of the fields in `mask` (FUSE_SET_ATTR_* bits) of
+  // `inode` as they are now, if it is mirrored.
+  void LogSetAttrLocked(Inode& inode, uint32_t mask)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(inode.mu);
+  void Log(pb::Mutation mutation) {
+    if (log_ != nullptr) log_->Append(std::move(mutation));
+  }
 
   const uint64_t block_size_;
   BlockBudget* const budget_;
+  MutationLog* log_ = nullptr;  // null: no mirror
 
   absl::Mutex mu_;
   absl::flat_hash_map<fuse_ino_t, InodePtr> table_ ABSL_GUARDED_BY(mu_);

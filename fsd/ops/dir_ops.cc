@@ -58,9 +58,10 @@ void ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
   ReadDirCommon(req, ino, size, offset, /*plus=*/true);
 }
 
-// Without a mirror everything is as durable as it will ever be.
-void FsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  fuse_reply_err(req, 0);
+// fsync of the mount's root is the barrier for the whole mount: FUSE does
+// not forward syncfs(2) to the daemon (only virtiofs gets it).
+void FsyncDir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  ReplySync(req, ino);
 }
 
 }  // namespace

@@ -88,8 +88,9 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 
 void Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size,
            off_t offset, fuse_file_info*) {
-  absl::StatusOr<size_t> n = ContextOf(req).tree->Write(
-      ino, static_cast<uint64_t>(offset), data, size);
+  Context& ctx = ContextOf(req);
+  absl::StatusOr<size_t> n = ctx.tree->Write(
+      ino, static_cast<uint64_t>(offset), data, size, ctx.kernel_times);
   if (!n.ok()) {
     ReplyStatus(req, n.status());
     return;
@@ -97,9 +98,9 @@ void Write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size,
   fuse_reply_write(req, *n);
 }
 
-// Without a mirror everything is as durable as it will ever be.
-void Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  fuse_reply_err(req, 0);
+// The kernel has written the file's dirty pages back before this.
+void Fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  ReplySync(req, ino);
 }
 
 void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,

@@ -3,6 +3,7 @@
 #include <cerrno>
 
 #include "common/status.h"
+#include "fsd/mirror_client.h"
 #include "glog/logging.h"
 
 namespace memfuse::fsd::ops {
@@ -30,6 +31,8 @@ void Init(void* userdata, fuse_conn_info* conn) {
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
   conn->time_gran = 1;
+  static_cast<Context*>(userdata)->kernel_times =
+      (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
 }
 
 }  // namespace
@@ -45,6 +48,16 @@ Caller CallerOf(fuse_req_t req) {
 
 void ReplyStatus(fuse_req_t req, const absl::Status& status) {
   fuse_reply_err(req, common::StatusToErrno(status));
+}
+
+void ReplySync(fuse_req_t req, fuse_ino_t ino) {
+  MirrorClient* mirror = ContextOf(req).mirror;
+  // Without a mirror everything is as durable as it will ever be.
+  if (mirror == nullptr) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  fuse_reply_err(req, mirror->Sync(ino == FUSE_ROOT_ID ? 0 : ino));
 }
 
 fuse_entry_param EntryParam(const Context& ctx, const struct stat& st) {

@@ -14,13 +14,27 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "fsd/block_budget.h"
+#include "fsd/mutation_log.h"
 #include "fsd/tree.h"
+
+namespace memfuse::fsd {
+class MirrorClient;
+}  // namespace memfuse::fsd
 
 namespace memfuse::fsd::ops {
 
 // What every handler reaches through fuse_req_userdata().
 struct Context {
   Tree* tree;
+  // The mirror's durability barriers (fsync); null without a mirror.
+  MirrorClient* mirror = nullptr;
+  // For the status shown as the root's user.memfuse.status xattr.
+  const BlockBudget* budget = nullptr;
+  MutationLog* log = nullptr;  // null without a mirror
+  // The kernel keeps mtime/ctime of files written through its writeback
+  // cache and sends them with SETATTR (set at INIT).
+  bool kernel_times = false;
   // How long the kernel may cache entries and attributes: fsd is the only
   // writer of its tree, so everything the kernel caches stays true until
   // the kernel itself changes it.
@@ -34,6 +48,8 @@ const fuse_lowlevel_ops& OperationTable();
 Context& ContextOf(fuse_req_t req);
 Caller CallerOf(fuse_req_t req);
 void ReplyStatus(fuse_req_t req, const absl::Status& status);
+// fsync(2) of `ino` (FUSE_ROOT_ID: the whole mount): waits for the mirror.
+void ReplySync(fuse_req_t req, fuse_ino_t ino);
 // Replies with an entry; if the kernel did not take it (interrupted), the
 // lookup it would have held is forgotten again.
 void ReplyEntry(fuse_req_t req, const absl::StatusOr<struct stat>& st);

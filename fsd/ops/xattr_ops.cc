@@ -1,11 +1,16 @@
 // Extended attributes.
 #include <cerrno>
 #include <string>
+#include <string_view>
 
+#include "absl/strings/str_cat.h"
+#include "fsd/mutation_log.h"
 #include "fsd/ops/ops.h"
 
 namespace memfuse::fsd::ops {
 namespace {
+
+constexpr std::string_view kStatusXattr = "user.memfuse.status";
 
 // Replies as getxattr(2)/listxattr(2) expect: the size for a zero-size
 // query, ERANGE if the caller's buffer is too small, else the bytes.
@@ -28,8 +33,35 @@ void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name,
                        ino, name, std::string_view(value, size), flags));
 }
 
+// The daemon's state for operators and tests, one "name value" per line:
+// `getfattr --only-values -n user.memfuse.status MOUNT`. Not listed, not
+// settable; only the root has it.
+std::string StatusText(const Context& ctx) {
+  std::string out;
+  if (ctx.budget != nullptr) {
+    absl::StrAppend(&out, "cache_bytes ", ctx.budget->used(), "\n",
+                    "cache_limit ", ctx.budget->limit(), "\n");
+  }
+  if (ctx.log != nullptr) {
+    const MutationLog::Backlog b = ctx.log->GetBacklog();
+    absl::StrAppend(&out, "dirty_bytes ", b.dirty_bytes, "\n",
+                    "dirty_peak ", b.dirty_peak, "\n",
+                    "dirty_limit ", ctx.log->dirty_limit(), "\n",
+                    "dirty_waits ", b.dirty_waits, "\n",
+                    "unacked_changes ", b.mutations, "\n",
+                    "unacked_data_bytes ", b.data_bytes, "\n",
+                    "mirrored_data_bytes ", b.acked_bytes, "\n");
+  }
+  return out;
+}
+
 void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  ReplyValue(req, ContextOf(req).tree->GetXattr(ino, name), size);
+  const Context& ctx = ContextOf(req);
+  if (ino == FUSE_ROOT_ID && std::string_view(name) == kStatusXattr) {
+    ReplyValue(req, StatusText(ctx), size);
+    return;
+  }
+  ReplyValue(req, ctx.tree->GetXattr(ino, name), size);
 }
 
 void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {

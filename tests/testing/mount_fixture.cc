@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -92,6 +93,38 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args, int out_fd,
   return pid;
 }
 
+// The processes with a descriptor, working directory or root inside
+// `mount_point`, as "pid (comm): path" lines: what makes an unmount fail
+// with EBUSY.
+std::string HoldersOf(const std::string& mount_point) {
+  std::error_code ec;
+  std::vector<std::string> lines;
+  const std::string prefix = mount_point + "/";
+  auto inside = [&](const std::string& target) {
+    return target == mount_point || absl::StartsWith(target, prefix);
+  };
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = proc.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::vector<std::string> links = {proc.path() / "cwd",
+                                      proc.path() / "root"};
+    for (const auto& fd :
+         std::filesystem::directory_iterator(proc.path() / "fd", ec)) {
+      links.push_back(fd.path());
+    }
+    for (const std::string& link : links) {
+      std::error_code link_ec;
+      std::string target = std::filesystem::read_symlink(link, link_ec);
+      if (link_ec || !inside(target)) continue;
+      std::string comm;
+      std::ifstream(proc.path() / "comm") >> comm;
+      lines.push_back(absl::StrCat(pid, " (", comm, "): ", target));
+    }
+  }
+  if (lines.empty()) return "no process holds a file in it";
+  return absl::StrCat("held by: ", absl::StrJoin(lines, "; "));
+}
+
 std::string ReadTail(int fd, size_t max) {
   off_t size = lseek(fd, 0, SEEK_END);
   if (size < 0) return "";
@@ -105,6 +138,8 @@ std::string ReadTail(int fd, size_t max) {
 }  // namespace
 
 std::string MemFuseBinary() { return MEMFUSE_BIN_DIR "/mem-fuse"; }
+
+std::string MirrordBinary() { return MEMFUSE_BIN_DIR "/mem-fuse-mirrord"; }
 
 bool FuseAvailable(std::string* why) {
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
@@ -135,6 +170,57 @@ bool IsMountPoint(const std::string& path) {
     if (fields.size() > 4 && fields[4] == path) return true;
   }
   return false;
+}
+
+namespace {
+
+// State and parent PID of a process, from /proc/PID/stat; false if gone.
+bool ReadProcStat(pid_t pid, char* state, pid_t* ppid, std::string* comm) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+  size_t open = line.find('(');
+  size_t close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos ||
+      close + 4 >= line.size()) {
+    return false;
+  }
+  *comm = line.substr(open + 1, close - open - 1);
+  *state = line[close + 2];
+  *ppid = static_cast<pid_t>(strtol(line.c_str() + close + 4, nullptr, 10));
+  return true;
+}
+
+bool IsLive(char state) { return state != 'Z' && state != 'X'; }
+
+}  // namespace
+
+std::vector<pid_t> ChildPids(pid_t parent, absl::string_view comm_prefix) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    std::string name = entry.path().filename();
+    char* end = nullptr;
+    long pid = strtol(name.c_str(), &end, 10);
+    if (name.empty() || *end != '\0') continue;
+    char state;
+    pid_t ppid;
+    std::string comm;
+    if (ReadProcStat(pid, &state, &ppid, &comm) && ppid == parent &&
+        IsLive(state) && absl::StartsWith(comm, comm_prefix)) {
+      out.push_back(static_cast<pid_t>(pid));
+    }
+  }
+  return out;
+}
+
+bool ProcessAlive(pid_t pid, absl::string_view comm_prefix) {
+  char state;
+  pid_t ppid;
+  std::string comm;
+  return ReadProcStat(pid, &state, &ppid, &comm) && IsLive(state) &&
+         absl::StartsWith(comm, comm_prefix);
 }
 
 // --- TempDir ---
@@ -343,8 +429,9 @@ absl::StatusOr<ExitInfo> MountedFs::UnmountAndWait(
       RunCommand({"fusermount3", "-u", mount_point_}, timeout);
   if (!r.ok()) return r.status();
   if (!r->exit.exited || r->exit.code_or_signal != 0) {
-    return absl::InternalError(absl::StrCat(
-        "fusermount3 -u failed: ", ToString(r->exit), ": ", r->output));
+    return absl::InternalError(absl::StrCat("fusermount3 -u failed: ",
+                                            ToString(r->exit), ": ", r->output,
+                                            HoldersOf(mount_point_)));
   }
   std::optional<ExitInfo> exit = WaitForExit(timeout);
   if (!exit) {
@@ -353,6 +440,56 @@ absl::StatusOr<ExitInfo> MountedFs::UnmountAndWait(
                      " ms of being unmounted"));
   }
   return *exit;
+}
+
+// --- ChildProcess ---
+
+absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
+    const std::vector<std::string>& argv, const std::string& log_path) {
+  if (argv.empty() || access(argv[0].c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("binary ",
+                                            argv.empty() ? "" : argv[0],
+                                            " is missing: ", ErrnoName(errno)));
+  }
+  int log_fd =
+      open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return ErrnoError("open log", errno);
+  absl::StatusOr<pid_t> pid = Spawn(argv, log_fd, /*die_with_parent=*/true);
+  close(log_fd);
+  if (!pid.ok()) return pid.status();
+  return std::unique_ptr<ChildProcess>(new ChildProcess(*pid, log_path));
+}
+
+ChildProcess::~ChildProcess() {
+  if (WaitForExit(std::chrono::milliseconds(0))) return;
+  // The PID is ours and not yet reaped, so it cannot have been reused.
+  kill(pid_, SIGTERM);
+  if (!WaitForExit(kExitTimeout)) {
+    std::cerr << "warning: pid " << pid_ << " ignored SIGTERM; sending "
+              << "SIGKILL\n";
+    kill(pid_, SIGKILL);
+    WaitForExit(kExitTimeout);
+  }
+}
+
+std::string ChildProcess::Log() const {
+  int fd = open(log_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::StrCat("(cannot read ", log_path_, ")");
+  std::string log = ReadTail(fd, kMaxLog);
+  close(fd);
+  return log;
+}
+
+std::optional<ExitInfo> ChildProcess::WaitForExit(
+    std::chrono::milliseconds timeout) {
+  if (!exit_) exit_ = PollWait(pid_, timeout);
+  return exit_;
+}
+
+std::optional<ExitInfo> ChildProcess::SignalAndWait(
+    int sig, std::chrono::milliseconds timeout) {
+  if (!exit_) kill(pid_, sig);
+  return WaitForExit(timeout);
 }
 
 // --- MountTest ---

@@ -32,6 +32,10 @@ inline constexpr long kFuseSuperMagic = 0x65735546;
 // The daemon under test: MEMFUSE_BIN_DIR "/mem-fuse".
 std::string MemFuseBinary();
 
+// The mirror agent, installed next to the daemon: MEMFUSE_BIN_DIR
+// "/mem-fuse-mirrord".
+std::string MirrordBinary();
+
 // Whether /dev/fuse can be opened; `why` gets the reason when not.
 bool FuseAvailable(std::string* why);
 
@@ -127,6 +131,14 @@ class MountedFs {
   absl::StatusOr<ExitInfo> UnmountAndWait(
       std::chrono::milliseconds timeout = kExitTimeout);
 
+  // Polls waitpid for at most `timeout`; records the exit once reaped and
+  // returns it (also on later calls), nullopt while the daemon runs.
+  std::optional<ExitInfo> WaitForExit(std::chrono::milliseconds timeout);
+
+  // The file the daemon's stdout and stderr go to, in full (Log() is the
+  // tail).
+  const std::string& log_path() const { return log_path_; }
+
  private:
   MountedFs(TempDir base, std::string mount_point, std::string log_path,
             pid_t pid)
@@ -135,8 +147,6 @@ class MountedFs {
         log_path_(std::move(log_path)),
         pid_(pid) {}
 
-  // Polls waitpid for at most `timeout`; records the exit once reaped.
-  std::optional<ExitInfo> WaitForExit(std::chrono::milliseconds timeout);
   absl::Status WaitForMount();
   void Shutdown();
 
@@ -146,6 +156,53 @@ class MountedFs {
   pid_t pid_;
   std::optional<ExitInfo> exit_;  // set once the child is reaped
 };
+
+// Another process a test starts and owns (say, a mirror agent launched by
+// hand), with stdout and stderr going to a log file. The destructor ends
+// only its own PID: SIGTERM, then SIGKILL after a bounded wait.
+// Threading: like MountedFs.
+class ChildProcess {
+ public:
+  static constexpr std::chrono::seconds kExitTimeout{10};
+
+  // Starts `argv` (argv[0] is a path), appending its output to `log_path`.
+  // The child gets SIGTERM if the calling thread dies (PR_SET_PDEATHSIG), so
+  // call it from the test's own thread, not a short-lived helper.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(
+      const std::vector<std::string>& argv, const std::string& log_path);
+
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  const std::string& log_path() const { return log_path_; }
+  // The last 64 KiB of its output.
+  std::string Log() const;
+
+  // Polls waitpid for at most `timeout`; nullopt while it runs.
+  std::optional<ExitInfo> WaitForExit(std::chrono::milliseconds timeout);
+  // Sends `sig` (unless it was reaped already) and waits at most `timeout`.
+  std::optional<ExitInfo> SignalAndWait(
+      int sig, std::chrono::milliseconds timeout = kExitTimeout);
+
+ private:
+  ChildProcess(pid_t pid, std::string log_path)
+      : pid_(pid), log_path_(std::move(log_path)) {}
+
+  pid_t pid_;
+  std::string log_path_;
+  std::optional<ExitInfo> exit_;
+};
+
+// Live (not zombie) processes whose parent is `parent` and whose comm (the
+// first 15 bytes of the executable's name) starts with `comm_prefix`, from
+// /proc. Used to find the agent a daemon spawned.
+std::vector<pid_t> ChildPids(pid_t parent, absl::string_view comm_prefix = "");
+
+// Whether `pid` is a live (not zombie) process whose comm starts with
+// `comm_prefix`.
+bool ProcessAlive(pid_t pid, absl::string_view comm_prefix = "");
 
 // Runs `argv` (argv[0] is a path) with stdout/stderr captured, waiting at most
 // `timeout`; kills it (by its PID) on timeout. Returns the exit and output.

@@ -21,7 +21,25 @@ TEST(OptionsTest, DefaultsAreConsistent) {
   EXPECT_EQ(r.options->cache_size_mb, 512u);
   EXPECT_EQ(r.options->block_size_kb, 1024u);
   EXPECT_LE(r.options->cache_max_write_size_mb, r.options->cache_size_mb);
-  EXPECT_TRUE(r.options->lazy_load);
+  EXPECT_FALSE(r.options->lazy_load);  // this build loads eagerly
+  EXPECT_FALSE(r.options->has_mirror());
+}
+
+TEST(OptionsTest, MirrorSpellings) {
+  ParseResult r = Parse({"/tmp", "--mirror", "/srv/m"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_dir, "/srv/m");
+  r = Parse({"/tmp", "--mirror", "file:///srv/m"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_dir, "/srv/m");
+  r = Parse({"/tmp", "--mirror", "rel/m"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_dir.front(), '/');
+  EXPECT_TRUE(r.options->mirror_dir.ends_with("/rel/m"));
+  r = Parse({"/tmp", "--mirror-socket", "/run/m.sock"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_socket, "/run/m.sock");
+  EXPECT_TRUE(r.options->has_mirror());
 }
 
 TEST(OptionsTest, ParsesRustToolSpelling) {
@@ -55,6 +73,11 @@ TEST(OptionsTest, BadInputExitsTwoWithOneLineNamingTheProblem) {
       {{"/tmp", "--cache-size", "64", "--cache-max-write-size", "65"},
        "--cache-max-write-size"},
       {{"/tmp", "--lazy-load", "maybe"}, "--lazy-load"},
+      {{"/tmp", "--lazy-load", "true"}, "--lazy-load"},
+      {{"/tmp", "--mirror", "ftp://x/y"}, "--mirror"},
+      {{"/tmp", "--mirror", "file://rel"}, "--mirror"},
+      {{"/tmp", "--mirror", "http://127.0.0.1:1"}, "http"},
+      {{"/tmp", "--mirror", "/a", "--mirror-socket", "/b"}, "--mirror-socket"},
       {{"/tmp", "--root", "3"}, "--root"},
       {{}, "MOUNTPOINT"},
   };

@@ -1,0 +1,564 @@
+#include "fsd/mirror_client.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <deque>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+#include "glog/logging.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/create_channel_posix.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace memfuse::fsd {
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+// How long fsd waits for mirrord at mount before giving up.
+constexpr absl::Duration kStartTimeout = absl::Seconds(10);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+
+uint64_t RandomSessionId() {
+  uint64_t id = 0;
+  while (id == 0) {
+    if (getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+      id = static_cast<uint64_t>(absl::GetCurrentTimeNanos()) ^ getpid();
+    }
+  }
+  return id;
+}
+
+grpc::ChannelArguments ChannelArgs() {
+  grpc::ChannelArguments args;
+  // A Write carries a block (up to 64 MiB) and ReadBlock answers with one.
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  // Frames that hold a whole block (HTTP/2's default is 16 KiB).
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (1 << 20) + 4096);
+  return args;
+}
+
+// The agent binary installed beside this one.
+std::string AgentBinary() {
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return "mem-fuse-mirrord";
+  std::string path(self, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/') + 1) + "mem-fuse-mirrord";
+}
+
+std::string MiB(uint64_t bytes) {
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+}
+
+}  // namespace
+
+MirrorClient::MirrorClient(const Options& options, Tree* tree,
+                           MutationLog* log)
+    : options_(options), tree_(tree), log_(log),
+      session_id_(RandomSessionId()) {}
+
+MirrorClient::~MirrorClient() { Stop(); }
+
+absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
+  const std::string binary = AgentBinary();
+  std::vector<std::string> args = {"mem-fuse-mirrord", "--mirror",
+                                   options_.mirror_dir, "--fd", "3"};
+  const int region_fd = region_ != nullptr ? region_->fd() : -1;
+  if (region_fd >= 0) {
+    args.push_back("--data-fd");
+    args.push_back("4");
+  }
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return common::ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    // Only async-signal-safe calls until exec. Its own process group keeps
+    // a terminal's Ctrl-C away from the agent while fsd drains into it; it
+    // ends with fsd.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    // The socket to 3, the region to 4, neither closed on exec. dup2 onto
+    // itself keeps close-on-exec, so a descriptor already in place is
+    // cleared by hand; one in the way of the other is moved first.
+    int socket_fd = fd;
+    int data_fd = region_fd;
+    if (data_fd == 3) {
+      data_fd = fcntl(3, F_DUPFD_CLOEXEC, 5);
+      if (data_fd < 0) _exit(126);
+    }
+    if (socket_fd == 4 && data_fd >= 0) {
+      socket_fd = fcntl(4, F_DUPFD_CLOEXEC, 5);
+      if (socket_fd < 0) _exit(126);
+    }
+    if (socket_fd == 3) {
+      fcntl(3, F_SETFD, 0);
+    } else if (dup2(socket_fd, 3) < 0) {
+      _exit(126);
+    }
+    if (data_fd == 4) {
+      fcntl(4, F_SETFD, 0);
+    } else if (data_fd >= 0 && dup2(data_fd, 4) < 0) {
+      _exit(126);
+    }
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void MirrorClient::ReapAgentLocked() {
+  if (agent_pid_ <= 0) return;
+  kill(agent_pid_, SIGKILL);
+  int status;
+  while (waitpid(agent_pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  agent_pid_ = -1;
+}
+
+absl::Status MirrorClient::ConnectLocked() {
+  stub_.reset();
+  if (!options_.mirror_socket.empty()) {
+    stub_ = memfuse::mirror::v1::Mirror::NewStub(grpc::CreateCustomChannel(
+        "unix:" + options_.mirror_socket, grpc::InsecureChannelCredentials(),
+        ChannelArgs()));
+    return absl::OkStatus();
+  }
+  ReapAgentLocked();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return common::ErrnoStatus(errno, "socketpair");
+  }
+  absl::StatusOr<pid_t> pid = SpawnAgent(sv[1]);
+  close(sv[1]);
+  if (!pid.ok()) {
+    close(sv[0]);
+    return pid.status();
+  }
+  agent_pid_ = *pid;
+  // The channel owns sv[0] from here.
+  stub_ = memfuse::mirror::v1::Mirror::NewStub(
+      grpc::CreateCustomInsecureChannelFromFd("mem-fuse-mirrord", sv[0],
+                                              ChannelArgs()));
+  return absl::OkStatus();
+}
+
+absl::Status MirrorClient::HandshakeAndBind(bool first) {
+  Stub* stub;
+  {
+    absl::MutexLock l(&mu_);
+    stub = stub_.get();
+  }
+  pb::HandshakeRequest request;
+  request.set_protocol_version(kProtocolVersion);
+  request.set_session_id(session_id_);
+  request.set_block_size(static_cast<uint32_t>(options_.block_bytes()));
+  pb::HandshakeResponse response;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  ctx.set_wait_for_ready(true);
+  grpc::Status status = stub->Handshake(&ctx, request, &response);
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("no answer from mem-fuse-mirrord: ",
+                     status.error_message()));
+  }
+  if (response.protocol_version() != kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "mem-fuse-mirrord speaks protocol ", response.protocol_version(),
+        ", this fsd ", kProtocolVersion));
+  }
+  agent_has_region_ = region_ != nullptr &&
+                      response.shared_region_size() == region_->size();
+  if (first) {
+    LOG(INFO) << "mirror: " << response.backend_kind() << " "
+              << response.backend_description()
+              << (agent_has_region_
+                      ? absl::StrCat("; file data through a shared ",
+                                     MiB(region_->size()), " region")
+                      : std::string("; file data over the socket"));
+    tree_->LoadRoot(response.root(), response.root_xattrs());
+    return LoadMirror();
+  }
+  log_->Rewind(response.last_applied_seq());
+  std::vector<pb::Binding> bindings = tree_->MirrorBindings(log_);
+  if (bindings.empty()) return absl::OkStatus();
+  grpc::ClientContext bind_ctx;
+  pb::BindResponse bound;
+  std::unique_ptr<grpc::ClientWriter<pb::Binding>> writer =
+      stub->Bind(&bind_ctx, &bound);
+  for (const pb::Binding& b : bindings) {
+    if (!writer->Write(b)) break;
+  }
+  writer->WritesDone();
+  status = writer->Finish();
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("mem-fuse-mirrord refused the bindings: ",
+                     status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MirrorClient::LoadMirror() {
+  Stub* stub;
+  {
+    absl::MutexLock l(&mu_);
+    stub = stub_.get();
+  }
+  const absl::Time start = absl::Now();
+  const uint64_t block = options_.block_bytes();
+  uint64_t next_id = FUSE_ROOT_ID + 1;
+  uint64_t objects = 0, bytes = 0;
+  absl::flat_hash_set<uint64_t> seen;
+  std::deque<uint64_t> dirs = {FUSE_ROOT_ID};
+  auto deadline = [] {
+    return absl::ToChronoTime(absl::Now() + absl::Seconds(60));
+  };
+  while (!dirs.empty()) {
+    const uint64_t dir = dirs.front();
+    dirs.pop_front();
+    pb::ListDirectoryRequest request;
+    request.set_id(dir);
+    request.set_first_child_id(next_id);
+    pb::ListDirectoryResponse listing;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline());
+    grpc::Status status = stub->ListDirectory(&ctx, request, &listing);
+    if (!status.ok()) {
+      return absl::AbortedError(absl::StrCat(
+          "cannot list the mirror: ", status.error_message()));
+    }
+    next_id = std::max(next_id, listing.next_free_id());
+    for (const pb::DirEntry& entry : listing.entries()) {
+      RETURN_IF_ERROR(tree_->LoadEntry(dir, entry));
+      const uint64_t id = entry.attr().id();
+      if (!seen.insert(id).second) continue;  // a hard link
+      ++objects;
+      next_id = std::max(next_id, id + 1);
+      const mode_t type = entry.attr().mode() & S_IFMT;
+      if (type == S_IFDIR) dirs.push_back(id);
+      if (type != S_IFREG) continue;
+      for (uint64_t offset = 0; offset < entry.attr().size();
+           offset += block) {
+        pb::ReadBlockRequest read;
+        read.set_id(id);
+        read.set_offset(offset);
+        read.set_length(static_cast<uint32_t>(
+            std::min(block, entry.attr().size() - offset)));
+        pb::ReadBlockResponse data;
+        grpc::ClientContext read_ctx;
+        read_ctx.set_deadline(deadline());
+        status = stub->ReadBlock(&read_ctx, read, &data);
+        if (!status.ok()) {
+          return absl::AbortedError(absl::StrCat(
+              "cannot read the mirror: ", status.error_message()));
+        }
+        if (data.data().empty()) break;
+        absl::Status stored = tree_->LoadData(id, offset, data.data());
+        if (!stored.ok()) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "the mirror's files do not fit in --cache-size ",
+              options_.cache_size_mb,
+              " MB (this build loads the whole mirror at mount)"));
+        }
+        bytes += data.data().size();
+      }
+    }
+  }
+  tree_->ReserveIdsBelow(next_id);
+  if (objects > 0) {
+    LOG(INFO) << "loaded " << objects << " objects (" << MiB(bytes)
+              << ") from the mirror in " << absl::Now() - start;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MirrorClient::Start() {
+  const absl::Time give_up = absl::Now() + kStartTimeout;
+  absl::Status status;
+  if (options_.mirror_socket.empty()) {
+    // Room for everything in flight, plus a block's alignment padding per
+    // message and slack for the ring's wrap-around.
+    const uint64_t block = options_.block_bytes();
+    const uint64_t size = MutationLog::kMaxInflightBytes + 2 * block +
+                          MutationLog::kMaxInflightBytes / block *
+                              common::kRegionAlign;
+    absl::StatusOr<std::unique_ptr<common::SharedRegion>> region =
+        common::SharedRegion::Create(size);
+    if (region.ok()) {
+      region_ = std::move(*region);
+      region_ranges_ =
+          std::make_shared<common::RegionAllocator>(region_->size());
+    } else {
+      LOG(WARNING) << "no data region for the agent ("
+                   << region.status().message()
+                   << "); file data goes over the socket";
+    }
+  }
+  while (true) {
+    {
+      absl::MutexLock l(&mu_);
+      status = ConnectLocked();
+    }
+    if (status.ok()) status = HandshakeAndBind(/*first=*/true);
+    if (!status.ok() && options_.mirror_socket.empty()) {
+      // A spawned agent that exited has said why on stderr already.
+      absl::MutexLock l(&mu_);
+      int wait_status;
+      if (agent_pid_ > 0 &&
+          waitpid(agent_pid_, &wait_status, WNOHANG) == agent_pid_) {
+        agent_pid_ = -1;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "mem-fuse-mirrord exited (",
+            WIFEXITED(wait_status)
+                ? absl::StrCat("status ", WEXITSTATUS(wait_status))
+                : absl::StrCat("signal ", WTERMSIG(wait_status)),
+            ") before answering"));
+      }
+    }
+    if (status.ok() || absl::Now() >= give_up ||
+        status.code() != absl::StatusCode::kUnavailable) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  if (!status.ok()) {
+    absl::MutexLock l(&mu_);
+    ReapAgentLocked();
+    return status;
+  }
+  runner_ = std::thread([this] { Run(); });
+  return absl::OkStatus();
+}
+
+void MirrorClient::Run() {
+  bool connected = true;
+  absl::Duration backoff = absl::Milliseconds(100);
+  std::string last_error;
+  while (!stopping_) {
+    if (!connected) {
+      absl::Status status;
+      {
+        absl::MutexLock l(&mu_);
+        status = ConnectLocked();
+      }
+      if (status.ok()) status = HandshakeAndBind(/*first=*/false);
+      if (!status.ok()) {
+        if (std::string(status.message()) != last_error) {
+          last_error = std::string(status.message());
+          LOG(WARNING) << "mirror agent unavailable, retrying: " << last_error;
+        }
+        stopped_.WaitForNotificationWithTimeout(backoff);
+        backoff = std::min(backoff * 2, kMaxBackoff);
+        continue;
+      }
+      const MutationLog::Backlog backlog = log_->GetBacklog();
+      LOG(INFO) << "mirror agent back; resending " << backlog.mutations
+                << " unacknowledged changes";
+      backoff = absl::Milliseconds(100);
+      last_error.clear();
+    }
+    Stub* stub;
+    {
+      absl::MutexLock l(&mu_);
+      stub = stub_.get();
+    }
+    Stream(stub);
+    connected = false;
+  }
+}
+
+void MirrorClient::Stream(Stub* stub) {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::Mutation, pb::Ack>> stream =
+      stub->Apply(&ctx);
+  std::atomic<bool> broken{false};
+  std::thread reader([&] {
+    pb::Ack ack;
+    while (stream->Read(&ack)) log_->Acked(ack);
+    broken = true;
+    log_->Poke();
+  });
+  while (!stopping_ && !broken) {
+    std::optional<MutationLog::Outgoing> out =
+        log_->TakeNext(absl::Milliseconds(200));
+    if (!out) continue;
+    std::shared_ptr<const pb::Mutation> message = out->message;
+    if (message == nullptr) {
+      message = BuildWrite(*out);
+      log_->Built(out->seq, message);
+    }
+    if (!stream->Write(*ForThisAgent(std::move(message)))) break;
+  }
+  ctx.TryCancel();
+  reader.join();
+  grpc::Status status = stream->Finish();
+  if (!stopping_) {
+    LOG(WARNING) << "lost the mirror agent ("
+                 << (status.ok() ? "stream ended" : status.error_message())
+                 << "); serving from memory and reconnecting";
+  }
+}
+
+std::shared_ptr<const pb::Mutation> MirrorClient::BuildWrite(
+    const MutationLog::Outgoing& out) {
+  if (out.inode != nullptr && agent_has_region_) {
+    // The bytes go where the agent can O_DIRECT them from: a file offset's
+    // place within its page is kept within the region's page.
+    const uint64_t pad = out.offset % common::kRegionAlign;
+    if (std::optional<uint64_t> at =
+            region_ranges_->Allocate(pad + out.length)) {
+      std::shared_ptr<pb::Mutation> built(
+          new pb::Mutation,
+          [ranges = region_ranges_, region = region_, at](pb::Mutation* m) {
+            ranges->Free(*at);
+            delete m;
+          });
+      built->set_seq(out.seq);
+      pb::Write* write = built->mutable_write();
+      const uint64_t n = tree_->FillWrite(*out.inode, out.offset, out.length,
+                                          write, region_->data() + *at + pad);
+      if (n > 0) {
+        write->set_shared_offset(*at + pad);
+        write->set_shared_length(static_cast<uint32_t>(n));
+      }
+      return built;
+    }
+  }
+  auto built = std::make_shared<pb::Mutation>();
+  built->set_seq(out.seq);
+  if (out.inode != nullptr) {
+    tree_->FillWrite(*out.inode, out.offset, out.length,
+                     built->mutable_write());
+  } else {  // deleted meanwhile: a no-op in its place
+    built->mutable_write()->set_id(out.id);
+    built->mutable_write()->set_offset(out.offset);
+  }
+  return built;
+}
+
+std::shared_ptr<const pb::Mutation> MirrorClient::ForThisAgent(
+    std::shared_ptr<const pb::Mutation> message) {
+  if (!message->has_write() || message->write().shared_length() == 0 ||
+      agent_has_region_) {
+    return message;
+  }
+  // Built for an agent that had the region; this one has not (it failed
+  // to map it): the same bytes inline. `message` keeps the range alive.
+  auto inline_copy = std::make_shared<pb::Mutation>(*message);
+  pb::Write* write = inline_copy->mutable_write();
+  write->set_data(region_->data() + write->shared_offset(),
+                  write->shared_length());
+  write->clear_shared_offset();
+  write->clear_shared_length();
+  return inline_copy;
+}
+
+int MirrorClient::Sync(uint64_t id) {
+  pb::Mutation m;
+  m.mutable_sync()->set_id(id);
+  const uint64_t seq = log_->Append(std::move(m));
+  if (log_->WaitApplied(seq) != 0) return EIO;
+  if (id != 0 && log_->FailedErrno(id) != 0) return EIO;
+  return 0;
+}
+
+bool MirrorClient::Drain(const std::atomic<bool>& abort) {
+  const absl::Time start = absl::Now();
+  absl::Time next_report = start + absl::Seconds(1);
+  const uint64_t acked_at_start = log_->GetBacklog().acked_bytes;
+  uint64_t acked_at_last = acked_at_start;
+  absl::Time last = start;
+  bool reported = false;
+  if (!log_->WaitEmpty(absl::ZeroDuration())) {
+    const MutationLog::Backlog b = log_->GetBacklog();
+    fprintf(stderr,
+            "mem-fuse: draining %s of file data and %llu changes to the "
+            "mirror before exiting\n",
+            MiB(b.data_bytes).c_str(),
+            static_cast<unsigned long long>(b.mutations));
+    reported = true;
+  }
+  while (!log_->WaitEmpty(absl::Milliseconds(100))) {
+    if (abort) {
+      const MutationLog::Backlog b = log_->GetBacklog();
+      fprintf(stderr,
+              "mem-fuse: forced exit: %s of file data and %llu changes were "
+              "NOT mirrored\n",
+              MiB(b.data_bytes).c_str(),
+              static_cast<unsigned long long>(b.mutations));
+      return false;
+    }
+    const absl::Time now = absl::Now();
+    if (now < next_report) continue;
+    const MutationLog::Backlog b = log_->GetBacklog();
+    const double seconds = absl::ToDoubleSeconds(now - last);
+    const double rate =
+        seconds > 0 ? static_cast<double>(b.acked_bytes - acked_at_last) /
+                          seconds / (1 << 20)
+                    : 0;
+    fprintf(stderr,
+            "mem-fuse: draining to the mirror: %s and %llu changes left, "
+            "%.1f MiB/s (a second Ctrl-C or SIGTERM exits without them)\n",
+            MiB(b.data_bytes).c_str(),
+            static_cast<unsigned long long>(b.mutations), rate);
+    acked_at_last = b.acked_bytes;
+    last = now;
+    next_report = now + absl::Seconds(1);
+    reported = true;
+  }
+  if (!reported) {
+    fprintf(stderr,
+            "mem-fuse: the mirror has every change: nothing to drain\n");
+  } else {
+    const MutationLog::Backlog b = log_->GetBacklog();
+    fprintf(stderr, "mem-fuse: drained %s to the mirror in %.1f s\n",
+            MiB(b.acked_bytes - acked_at_start).c_str(),
+            absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  return true;
+}
+
+void MirrorClient::Stop() {
+  if (stopping_.exchange(true)) return;
+  stopped_.Notify();
+  log_->Shutdown();
+  if (runner_.joinable()) runner_.join();
+  absl::MutexLock l(&mu_);
+  stub_.reset();
+  if (agent_pid_ > 0) {
+    // The agent exits when its connection closes; give it a moment to
+    // finish what it is applying.
+    for (int i = 0; i < 50; ++i) {
+      int status;
+      if (waitpid(agent_pid_, &status, WNOHANG) == agent_pid_) {
+        agent_pid_ = -1;
+        return;
+      }
+      absl::SleepFor(absl::Milliseconds(40));
+    }
+    ReapAgentLocked();
+  }
+}
+
+}  // namespace memfuse::fsd

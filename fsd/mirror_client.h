@@ -1,0 +1,111 @@
+// fsd's side of the mirror: the connection to mirrord, loading what the
+// mirror holds at mount, streaming the MutationLog, fsync barriers and the
+// drain at exit.
+//
+// Two ways to reach mirrord: spawn it as a child over a socketpair (one
+// command, --mirror), or connect to a Unix socket (--mirror-socket). When
+// the connection breaks (mirrord killed, restarted, crashed) fsd keeps
+// serving from memory and one thread reconnects with backoff, respawning the
+// child in the first mode; then it tells the new agent where every known
+// object is (Bind) and resends everything unacknowledged after the agent's
+// last applied sequence number (DESIGN.md, invariant 7).
+//
+// Thread-safe: Sync() is called from FUSE worker threads; Start(), Drain()
+// and Stop() from the main thread.
+#ifndef MEMFUSE_FSD_MIRROR_CLIENT_H_
+#define MEMFUSE_FSD_MIRROR_CLIENT_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/shared_region.h"
+#include "fsd/mutation_log.h"
+#include "fsd/options.h"
+#include "fsd/tree.h"
+#include "mirror.grpc.pb.h"
+
+namespace memfuse::fsd {
+
+class MirrorClient {
+ public:
+  MirrorClient(const Options& options, Tree* tree, MutationLog* log);
+  MirrorClient(const MirrorClient&) = delete;
+  MirrorClient& operator=(const MirrorClient&) = delete;
+  ~MirrorClient();
+
+  // Reaches mirrord (spawning it if needed), loads the mirror's content into
+  // the tree and starts streaming. Fails if mirrord cannot be reached within
+  // a few seconds or the mirror's files do not fit in the cache.
+  absl::Status Start();
+
+  // A durability barrier for object `id` (0: everything): returns once all
+  // mutations before it are applied and fsync'ed in the mirror. Returns an
+  // errno: EIO if the mirror refused data of `id` for good.
+  int Sync(uint64_t id);
+
+  // Waits until the mirror has everything, printing progress to stderr every
+  // second once it takes longer than one. Returns false, saying what was not
+  // mirrored, if `abort` becomes true first.
+  bool Drain(const std::atomic<bool>& abort);
+
+  // Ends the stream and the agent (after Drain, or to give up).
+  void Stop();
+
+ private:
+  using Stub = memfuse::mirror::v1::Mirror::Stub;
+
+  // A new channel: a freshly spawned agent or the socket.
+  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<pid_t> SpawnAgent(int fd);
+  void ReapAgentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Handshake on the current channel; rewinds the log to what the agent
+  // has applied and sends the bindings.
+  absl::Status HandshakeAndBind(bool first);
+  absl::Status LoadMirror();
+  void Run();
+  // One Apply stream, until it breaks or Stop().
+  void Stream(Stub* stub);
+  // The Mutation for a data slot taken from the log: its bytes in the data
+  // region when the agent has it and there is room, else inline.
+  std::shared_ptr<const pb::Mutation> BuildWrite(
+      const MutationLog::Outgoing& out);
+  // `message` as this agent can take it: a write naming the data region
+  // is sent inline to an agent without the region.
+  std::shared_ptr<const pb::Mutation> ForThisAgent(
+      std::shared_ptr<const pb::Mutation> message);
+
+  const Options options_;
+  Tree* const tree_;
+  MutationLog* const log_;
+  const uint64_t session_id_;
+
+  absl::Mutex mu_;
+  std::unique_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
+  pid_t agent_pid_ ABSL_GUARDED_BY(mu_) = -1;
+
+  // The data region passed to spawned agents (common/shared_region.h); null
+  // with --mirror-socket. Shared with the deleters of the messages that
+  // hold ranges of it, which may outlive this client in the log.
+  std::shared_ptr<common::SharedRegion> region_;
+  std::shared_ptr<common::RegionAllocator> region_ranges_;
+  // The current agent mapped the region.
+  std::atomic<bool> agent_has_region_{false};
+
+  std::atomic<bool> stopping_{false};
+  absl::Notification stopped_;
+  std::thread runner_;
+};
+
+}  // namespace memfuse::fsd
+
+#endif  // MEMFUSE_FSD_MIRROR_CLIENT_H_

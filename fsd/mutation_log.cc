@@ -1,0 +1,309 @@
+#include "fsd/mutation_log.h"
+
+#include <algorithm>
+#include <bit>
+#include <utility>
+
+#include "fsd/inode.h"
+#include "glog/logging.h"
+
+namespace memfuse::fsd {
+namespace {
+
+uint64_t IdOf(const pb::Mutation& m) {
+  switch (m.op_case()) {
+    case pb::Mutation::kCreate: return m.create().attr().id();
+    case pb::Mutation::kWrite: return m.write().id();
+    case pb::Mutation::kSetAttr: return m.set_attr().attr().id();
+    case pb::Mutation::kLink: return m.link().id();
+    case pb::Mutation::kRemove: return m.remove().id();
+    case pb::Mutation::kRename: return m.rename().id();
+    case pb::Mutation::kSetXattr: return m.set_xattr().id();
+    case pb::Mutation::kRemoveXattr: return m.remove_xattr().id();
+    case pb::Mutation::kSync: return m.sync().id();
+    case pb::Mutation::OP_NOT_SET: break;
+  }
+  return 0;
+}
+
+bool IsNamespaceOp(const pb::Mutation& m) {
+  switch (m.op_case()) {
+    case pb::Mutation::kCreate:
+    case pb::Mutation::kLink:
+    case pb::Mutation::kRemove:
+    case pb::Mutation::kRename:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+uint64_t MutationLog::AppendLocked(Slot slot) {
+  const uint64_t seq = next_seq_++;
+  queue_.push_back(std::move(slot));
+  return seq;
+}
+
+uint64_t MutationLog::Append(pb::Mutation mutation) {
+  absl::MutexLock l(&mu_);
+  Slot slot;
+  slot.id = IdOf(mutation);
+  slot.is_sync = mutation.has_sync();
+  if (mutation.has_set_attr() &&
+      (mutation.set_attr().mask() & FUSE_SET_ATTR_SIZE)) {
+    open_slots_.erase(slot.id);  // later writes go after the size change
+  }
+  if (mutation.has_remove()) open_slots_.erase(slot.id);
+  mutation.set_seq(next_seq_);
+  slot.wire_bytes = mutation.ByteSizeLong();
+  slot.message = std::make_shared<const pb::Mutation>(std::move(mutation));
+  return AppendLocked(std::move(slot));
+}
+
+uint64_t MutationLog::BlockCharge(uint64_t end) const {
+  // As FileData sizes a block's buffer: a power of two, at least 64 bytes,
+  // at most the block.
+  return std::min(block_size_, std::bit_ceil(std::max<uint64_t>(end, 64)));
+}
+
+uint64_t MutationLog::DirtyCharge(uint64_t offset, uint64_t length) const {
+  uint64_t charge = 0;
+  const uint64_t end = offset + length;
+  for (uint64_t block = offset / block_size_; block * block_size_ < end;
+       ++block) {
+    charge += BlockCharge(std::min(end, (block + 1) * block_size_) -
+                          block * block_size_);
+  }
+  return charge;
+}
+
+MutationLog::DirtyRoom MutationLog::ReserveDirty(uint64_t bytes) {
+  if (dirty_limit_ == 0) return DirtyRoom();
+  bytes = std::min(bytes, dirty_limit_);
+  absl::MutexLock l(&mu_);
+  auto room = [this, bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || dirty_bytes_ + dirty_room_ + bytes <= dirty_limit_;
+  };
+  if (!room()) {
+    ++dirty_waits_;
+    mu_.Await(absl::Condition(&room));
+  }
+  if (shutdown_) return DirtyRoom();
+  dirty_room_ += bytes;
+  return DirtyRoom(this, bytes);
+}
+
+void MutationLog::ReleaseRoom(uint64_t bytes) {
+  absl::MutexLock l(&mu_);
+  dirty_room_ -= bytes;
+}
+
+void MutationLog::CleanLocked(std::pair<uint64_t, uint64_t> key) {
+  auto it = dirty_.find(key);
+  if (it == dirty_.end()) return;
+  if (--it->second.slots > 0) return;
+  dirty_bytes_ -= it->second.charge;
+  dirty_.erase(it);
+}
+
+void MutationLog::AppendWrite(const std::shared_ptr<Inode>& inode,
+                              uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  absl::MutexLock l(&mu_);
+  auto& open = open_slots_[inode->ino];
+  const uint64_t end = offset + length;
+  for (uint64_t block = offset / block_size_; block * block_size_ < end;
+       ++block) {
+    const uint64_t lo = std::max(offset, block * block_size_);
+    const uint64_t hi = std::min(end, (block + 1) * block_size_);
+    DirtyBlock& dirty = dirty_[{inode->ino, block}];
+    const uint64_t charge = BlockCharge(hi - block * block_size_);
+    if (charge > dirty.charge) {
+      dirty_bytes_ += charge - dirty.charge;
+      dirty.charge = charge;
+      dirty_peak_ = std::max(dirty_peak_, dirty_bytes_);
+    }
+    auto it = open.find(block);
+    if (it != open.end()) {
+      Slot& slot = SlotLocked(it->second);
+      const uint64_t new_lo = std::min(slot.offset, lo);
+      const uint64_t new_hi = std::max(slot.offset + slot.length, hi);
+      data_bytes_ += (new_hi - new_lo) - slot.length;
+      slot.offset = new_lo;
+      slot.length = new_hi - new_lo;
+      continue;
+    }
+    Slot slot;
+    slot.inode = inode;
+    slot.id = inode->ino;
+    slot.offset = lo;
+    slot.length = hi - lo;
+    slot.is_data = true;
+    data_bytes_ += slot.length;
+    ++dirty.slots;
+    open[block] = AppendLocked(std::move(slot));
+  }
+}
+
+std::optional<MutationLog::Outgoing> MutationLog::TakeNext(
+    absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || poked_ ||
+           (send_seq_ < next_seq_ && inflight_bytes_ < kMaxInflightBytes);
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  poked_ = false;
+  if (shutdown_ || send_seq_ >= next_seq_ ||
+      inflight_bytes_ >= kMaxInflightBytes) {
+    return std::nullopt;
+  }
+  const uint64_t seq = send_seq_++;
+  Slot& slot = SlotLocked(seq);
+  Outgoing out;
+  out.seq = seq;
+  if (slot.message != nullptr) {
+    out.message = slot.message;
+    inflight_bytes_ += slot.wire_bytes;
+    return out;
+  }
+  // A data slot leaves the set open to widening as it goes out.
+  auto open = open_slots_.find(slot.id);
+  if (open != open_slots_.end()) {
+    auto it = open->second.find(slot.offset / block_size_);
+    if (it != open->second.end() && it->second == seq) open->second.erase(it);
+    if (open->second.empty()) open_slots_.erase(open);
+  }
+  out.inode = slot.inode.lock();
+  out.id = slot.id;
+  out.offset = slot.offset;
+  out.length = slot.length;
+  slot.wire_bytes = slot.length + 64;
+  inflight_bytes_ += slot.wire_bytes;
+  return out;
+}
+
+void MutationLog::Built(uint64_t seq,
+                        std::shared_ptr<const pb::Mutation> message) {
+  absl::MutexLock l(&mu_);
+  if (seq < front_seq_ || seq >= next_seq_) return;  // acked meanwhile
+  Slot& slot = SlotLocked(seq);
+  slot.message = std::move(message);
+  slot.inode.reset();  // the message holds the bytes now
+}
+
+void MutationLog::Acked(const pb::Ack& ack) {
+  absl::MutexLock l(&mu_);
+  AckedLocked(ack);
+}
+
+void MutationLog::AckedLocked(const pb::Ack& ack) {
+  while (!queue_.empty() && front_seq_ <= ack.seq()) {
+    Slot& slot = queue_.front();
+    const bool this_one = front_seq_ == ack.seq();
+    if (this_one && ack.error() != 0) {
+      LOG(ERROR) << "mirror refused mutation " << ack.seq() << " (object "
+                 << slot.id << "): " << ack.message();
+      if (slot.is_sync) {
+        sync_errors_[front_seq_] = ack.error();
+      } else if (slot.id != 0) {
+        failed_[slot.id] = ack.error();
+      }
+    } else if (slot.is_sync) {
+      sync_errors_[front_seq_] = 0;
+    }
+    if (slot.is_data) {
+      data_bytes_ -= slot.length;
+      acked_bytes_ += slot.length;
+      CleanLocked({slot.id, slot.offset / block_size_});
+      if (slot.message == nullptr) {
+        // Acked before it was built (a replayed ack): close it to widening.
+        auto open = open_slots_.find(slot.id);
+        if (open != open_slots_.end()) {
+          open->second.erase(slot.offset / block_size_);
+          if (open->second.empty()) open_slots_.erase(open);
+        }
+      }
+    }
+    if (front_seq_ < send_seq_) inflight_bytes_ -= slot.wire_bytes;
+    queue_.pop_front();
+    ++front_seq_;
+  }
+  send_seq_ = std::max(send_seq_, front_seq_);
+}
+
+void MutationLog::Rewind(uint64_t last_applied) {
+  absl::MutexLock l(&mu_);
+  pb::Ack ack;
+  ack.set_seq(std::min(last_applied, send_seq_ - 1));
+  AckedLocked(ack);
+  send_seq_ = front_seq_;
+  inflight_bytes_ = 0;
+}
+
+std::vector<pb::Mutation> MutationLog::UnackedNamespaceOps() {
+  absl::MutexLock l(&mu_);
+  std::vector<pb::Mutation> ops;
+  for (const Slot& slot : queue_) {
+    if (slot.message != nullptr && IsNamespaceOp(*slot.message)) {
+      ops.push_back(*slot.message);
+    }
+  }
+  return ops;
+}
+
+int MutationLog::WaitApplied(uint64_t seq) {
+  absl::MutexLock l(&mu_);
+  auto done = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || front_seq_ > seq;
+  };
+  mu_.Await(absl::Condition(&done));
+  if (front_seq_ <= seq) return EIO;  // shut down first
+  auto it = sync_errors_.find(seq);
+  if (it == sync_errors_.end()) return 0;
+  const int error = it->second;
+  sync_errors_.erase(it);
+  return error;
+}
+
+int MutationLog::FailedErrno(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  auto it = failed_.find(id);
+  return it == failed_.end() ? 0 : it->second;
+}
+
+MutationLog::Backlog MutationLog::GetBacklog() {
+  absl::MutexLock l(&mu_);
+  Backlog b;
+  b.mutations = next_seq_ - front_seq_;
+  b.data_bytes = data_bytes_;
+  b.acked_bytes = acked_bytes_;
+  b.last_acked = front_seq_ - 1;
+  b.dirty_bytes = dirty_bytes_;
+  b.dirty_peak = dirty_peak_;
+  b.dirty_waits = dirty_waits_;
+  return b;
+}
+
+bool MutationLog::WaitEmpty(absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto empty = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || queue_.empty();
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&empty), timeout);
+  return queue_.empty();
+}
+
+void MutationLog::Shutdown() {
+  absl::MutexLock l(&mu_);
+  shutdown_ = true;
+}
+
+void MutationLog::Poke() {
+  absl::MutexLock l(&mu_);
+  poked_ = true;
+}
+
+}  // namespace memfuse::fsd

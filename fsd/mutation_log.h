@@ -1,0 +1,217 @@
+// The ordered stream of mutations fsd owes the mirror, from the moment fsd
+// performs them until mirrord acknowledges them as applied.
+//
+// Every mutation gets the next sequence number when it is appended, and the
+// Tree appends while holding the locks that order it (the tree lock for
+// namespace changes, the inode's lock for data and attributes), so sequence
+// order is the order fsd performed them in (DESIGN.md, invariant 1).
+//
+// Data is not copied at write(2) time. A write marks a range of one block
+// dirty in an unsent Write slot of that block; further writes to the block
+// widen that slot while it waits, so a block rewritten a thousand times is
+// sent once or twice. The bytes are read from the file when the slot is
+// sent, so they are the newest. A size change of the file closes its slots
+// to widening (later writes get new slots, after the truncate).
+//
+// A slot stays in the log after it is sent, holding the message, until its
+// Ack arrives (invariant 3): on a reconnect everything unacknowledged is sent
+// again with its original sequence number (invariant 7).
+//
+// Thread-safe. Lock order: Tree::mu_, Inode::mu, then MutationLog::mu_; the
+// sender never holds mu_ while reading file data or talking to mirrord.
+#ifndef MEMFUSE_FSD_MUTATION_LOG_H_
+#define MEMFUSE_FSD_MUTATION_LOG_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "mirror.pb.h"
+
+namespace memfuse::fsd {
+
+namespace pb = ::memfuse::mirror::v1;
+
+struct Inode;
+
+class MutationLog {
+ public:
+  // Sent slots hold at most about this many bytes of messages; the sender
+  // waits for acknowledgements beyond it.
+  static constexpr uint64_t kMaxInflightBytes = 32 << 20;
+
+  // `dirty_limit`: the most bytes of dirty blocks (--cache-max-write-size);
+  // 0 for no limit.
+  explicit MutationLog(uint64_t block_size, uint64_t dirty_limit = 0)
+      : block_size_(block_size), dirty_limit_(dirty_limit) {}
+  MutationLog(const MutationLog&) = delete;
+  MutationLog& operator=(const MutationLog&) = delete;
+
+  // Appends a complete mutation (anything but file data); returns its seq.
+  // A set_attr that changes the size closes the file's slots to widening.
+  uint64_t Append(pb::Mutation mutation) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Marks [offset, offset + length) of regular file `inode` dirty.
+  // REQUIRES: the inode's lock is held (orders this against truncates).
+  void AppendWrite(const std::shared_ptr<Inode>& inode, uint64_t offset,
+                   uint64_t length) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The dirty limit. A block is dirty from the write until the mutation
+  // carrying its last version is acknowledged; it counts with the memory
+  // it holds (the block's buffer, at most the block size).
+  //
+  // Room for a write that may dirty up to `bytes` more: waits (holding no
+  // lock of the caller's, see Tree::Write) until the blocks dirty now plus
+  // the room others hold leave `bytes`, so dirty bytes never pass the
+  // limit. The room is held until the returned object goes. Returns at
+  // once after Shutdown().
+  class DirtyRoom {
+   public:
+    DirtyRoom() = default;
+    DirtyRoom(MutationLog* log, uint64_t bytes) : log_(log), bytes_(bytes) {}
+    DirtyRoom(DirtyRoom&& other) noexcept
+        : log_(std::exchange(other.log_, nullptr)), bytes_(other.bytes_) {}
+    DirtyRoom& operator=(DirtyRoom&&) = delete;
+    ~DirtyRoom() {
+      if (log_ != nullptr) log_->ReleaseRoom(bytes_);
+    }
+
+   private:
+    MutationLog* log_ = nullptr;
+    uint64_t bytes_ = 0;
+  };
+  DirtyRoom ReserveDirty(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t dirty_limit() const { return dirty_limit_; }
+  // The most that writing [offset, offset + length) can add to the dirty
+  // bytes: for each block it touches, the buffer that holds up to its end.
+  uint64_t DirtyCharge(uint64_t offset, uint64_t length) const;
+
+  // What the sender sends next: a complete message, or a data slot the
+  // sender turns into one (Tree::FillWrite) and hands back with Built().
+  struct Outgoing {
+    uint64_t seq = 0;
+    std::shared_ptr<const pb::Mutation> message;  // null for a data slot
+    // Data slot: the file, or null if it is gone (its last name removed
+    // and its last user closed it); then nothing is left to send and the
+    // sender sends an empty Write in its place.
+    std::shared_ptr<Inode> inode;
+    uint64_t id = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  // Waits up to `timeout` for something to send (and for room in flight);
+  // nullopt on timeout or after Shutdown().
+  std::optional<Outgoing> TakeNext(absl::Duration timeout)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The message built for data slot `seq`, kept for resending.
+  void Built(uint64_t seq, std::shared_ptr<const pb::Mutation> message)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // mirrord applied (or refused for good) everything up to `ack.seq`.
+  void Acked(const pb::Ack& ack) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // After a reconnect: everything up to `last_applied` is applied; the
+  // rest of what was sent goes out again first.
+  void Rewind(uint64_t last_applied) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The unacknowledged create, link, remove and rename mutations, oldest
+  // first (to undo them when telling mirrord where objects are).
+  // REQUIRES: the tree lock is held, so that none is appended meanwhile.
+  std::vector<pb::Mutation> UnackedNamespaceOps() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Waits until `seq` is acknowledged (or Shutdown()); returns its error
+  // (0 when applied). Only sync barriers keep their error for this.
+  int WaitApplied(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The errno mirrord refused data or attributes of `id` with for good,
+  // or 0.
+  int FailedErrno(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  struct Backlog {
+    uint64_t mutations = 0;   // not yet acknowledged
+    uint64_t data_bytes = 0;  // file data among them
+    uint64_t acked_bytes = 0; // file data acknowledged since start
+    uint64_t last_acked = 0;
+    uint64_t dirty_bytes = 0;       // memory of dirty blocks now
+    uint64_t dirty_peak = 0;        // ... at most, since start
+    uint64_t dirty_waits = 0;       // writes that waited for room
+  };
+  Backlog GetBacklog() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Waits until everything appended is acknowledged, or `timeout` passes;
+  // true when empty.
+  bool WaitEmpty(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Wakes every waiter; TakeNext and the waits return from now on.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes TakeNext once (the sender checks its connection).
+  void Poke() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Slot {
+    std::shared_ptr<const pb::Mutation> message;  // null: unbuilt data
+    // Data slots do not keep a deleted file's blocks in memory.
+    std::weak_ptr<Inode> inode;
+    uint64_t id = 0;                              // object the slot names
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    uint64_t wire_bytes = 0;  // size counted in flight
+    bool is_data = false;
+    bool is_sync = false;
+  };
+
+  void ReleaseRoom(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  // The buffer size holding a block's bytes up to `end` (within it).
+  uint64_t BlockCharge(uint64_t end) const;
+  // A data slot of block `key` is acknowledged (or dropped).
+  void CleanLocked(std::pair<uint64_t, uint64_t> key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Slot& SlotLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_[seq - front_seq_];
+  }
+  uint64_t AppendLocked(Slot slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AckedLocked(const pb::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint64_t block_size_;
+  const uint64_t dirty_limit_;
+  absl::Mutex mu_;
+  // Dirty blocks, by (inode, block index): the data slots not yet
+  // acknowledged that carry parts of it, and the memory it is counted with.
+  struct DirtyBlock {
+    int slots = 0;
+    uint64_t charge = 0;
+  };
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, DirtyBlock> dirty_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t dirty_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dirty_peak_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dirty_room_ ABSL_GUARDED_BY(mu_) = 0;  // held by DirtyRooms
+  uint64_t dirty_waits_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Slot> queue_ ABSL_GUARDED_BY(mu_);  // seqs front_seq_ ...
+  uint64_t front_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;  // next to assign
+  uint64_t send_seq_ ABSL_GUARDED_BY(mu_) = 1;  // next to send
+  uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t data_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t acked_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  bool poked_ ABSL_GUARDED_BY(mu_) = false;
+  // Unsent data slots still open to widening: inode -> block -> seq.
+  absl::flat_hash_map<uint64_t, absl::flat_hash_map<uint64_t, uint64_t>>
+      open_slots_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, int> sync_errors_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, int> failed_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace memfuse::fsd
+
+#endif  // MEMFUSE_FSD_MUTATION_LOG_H_

@@ -1,0 +1,135 @@
+// The dirty limit: with the mirror made slow (mem-fuse-mirrord's test-only
+// MEMFUSE_TEST_WRITE_DELAY_MS), a writer of ten times the limit waits for
+// the mirror instead of failing or filling memory; dirty bytes never pass
+// the limit (the root's user.memfuse.status says so), reads of another file
+// go on while the writer waits, and every byte reaches the mirror.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/e2e_fixture.h"
+#include "tests/e2e/workload.h"
+#include "tests/testing/mount_fixture.h"
+#include "tests/testing/tree_compare.h"
+
+namespace memfuse::testing {
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+constexpr uint64_t kLimitMiB = 4;
+constexpr size_t kWrittenMiB = 10 * kLimitMiB;
+
+// The root's user.memfuse.status, as name -> value.
+std::map<std::string, uint64_t> Status(const std::string& mount) {
+  std::map<std::string, uint64_t> status;
+  char buf[4096];
+  const ssize_t n = getxattr(mount.c_str(), "user.memfuse.status", buf,
+                             sizeof(buf));
+  if (n < 0) return status;
+  for (absl::string_view line :
+       absl::StrSplit(absl::string_view(buf, n), '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
+    uint64_t value = 0;
+    if (absl::SimpleAtoi(kv.second, &value)) status[kv.first] = value;
+  }
+  return status;
+}
+
+bool WriteAll(int fd, const std::string& data, off_t offset) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done,
+                       offset + static_cast<off_t>(done));
+    if (n <= 0) return false;
+    done += n;
+  }
+  return true;
+}
+
+class BackpressureTest : public E2eTest {};
+
+TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
+  // 64 KiB blocks applied 3 ms apart: the mirror takes about 20 MiB/s.
+  ASSERT_EQ(setenv("MEMFUSE_TEST_WRITE_DELAY_MS", "3", 1), 0);
+  absl::Cleanup unset = [] { unsetenv("MEMFUSE_TEST_WRITE_DELAY_MS"); };
+  absl::Status started =
+      Mount({"--cache-size", "64", "--cache-max-write-size",
+             absl::StrCat(kLimitMiB), "--block-size", "64"});
+  ASSERT_TRUE(started.ok()) << started;
+  std::map<std::string, uint64_t> status = Status(mount());
+  ASSERT_EQ(status["dirty_limit"], kLimitMiB * kMiB)
+      << "no user.memfuse.status on the root";
+
+  // Another file, mirrored before the writer starts.
+  const std::string other = mount() + "/other";
+  const std::string other_data = StreamChunk(2, 0, kMiB);
+  {
+    int fd = open(other.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(WriteAll(fd, other_data, 0));
+    close(fd);
+  }
+  ASSERT_TRUE(MirrorCaughtUp());
+
+  // O_DIRECT: every write(2) is a WRITE to the daemon, not a page in the
+  // kernel's cache, so the writer itself is what waits.
+  std::atomic<bool> writer_done{false};
+  std::atomic<bool> writer_ok{false};
+  const std::string big = mount() + "/big";
+  std::thread writer([&] {
+    int fd = open(big.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
+    bool ok = fd >= 0;
+    for (size_t i = 0; ok && i < kWrittenMiB; ++i) {
+      ok = WriteAll(fd, StreamChunk(1, i, kMiB), i * kMiB);
+    }
+    if (fd >= 0) close(fd);
+    writer_ok = ok;
+    writer_done = true;
+  });
+  absl::Cleanup join = [&] { writer.join(); };
+
+  ASSERT_TRUE(WaitFor([&] { return Status(mount())["dirty_waits"] > 0; },
+                      std::chrono::seconds(30)))
+      << "the writer never waited at the dirty limit";
+  // While it waits: a lookup, a listing and a read of the other file that
+  // reaches the daemon (the kernel's cached pages are dropped first).
+  struct stat st;
+  EXPECT_EQ(stat(other.c_str(), &st), 0);
+  int fd = open(other.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  std::string read_back(kMiB, '\0');
+  EXPECT_EQ(pread(fd, read_back.data(), kMiB, 0), static_cast<ssize_t>(kMiB));
+  close(fd);
+  EXPECT_TRUE(read_back == other_data);
+  EXPECT_FALSE(writer_done)
+      << "the writer finished before the reader: it never really waited";
+
+  std::move(join).Invoke();
+  EXPECT_TRUE(writer_ok) << "a write failed instead of waiting";
+  ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(60)));
+  status = Status(mount());
+  EXPECT_LE(status["dirty_peak"], kLimitMiB * kMiB);
+  EXPECT_GT(status["dirty_peak"], 0u);
+  EXPECT_EQ(status["dirty_bytes"], 0u);
+  std::string why;
+  EXPECT_TRUE(FileHoldsStream(mirror() + "/big", 1, kWrittenMiB * kMiB, &why))
+      << why;
+  EXPECT_TRUE(TreesEqual(mount(), mirror(), MirrorCompareOptions()));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+}  // namespace
+}  // namespace memfuse::testing
