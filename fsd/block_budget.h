@@ -6,8 +6,10 @@
 #ifndef MEMFUSE_FSD_BLOCK_BUDGET_H_
 #define MEMFUSE_FSD_BLOCK_BUDGET_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <utility>
 
 namespace memfuse::fsd {
 
@@ -25,6 +27,7 @@ class BlockBudget {
       if (bytes > limit_ - used) return false;
     } while (!used_.compare_exchange_weak(used, used + bytes,
                                           std::memory_order_relaxed));
+    NotePeak(used + bytes);
     return true;
   }
 
@@ -35,10 +38,60 @@ class BlockBudget {
 
   uint64_t limit() const { return limit_; }
   uint64_t used() const { return used_.load(std::memory_order_relaxed); }
+  // The most ever used (a status figure).
+  uint64_t peak() const { return peak_.load(std::memory_order_relaxed); }
 
  private:
+  void NotePeak(uint64_t used) {
+    uint64_t peak = peak_.load(std::memory_order_relaxed);
+    while (used > peak && !peak_.compare_exchange_weak(
+                              peak, used, std::memory_order_relaxed)) {
+    }
+  }
+
   const uint64_t limit_;
   std::atomic<uint64_t> used_{0};
+  std::atomic<uint64_t> peak_{0};
+};
+
+// Bytes reserved in a BlockBudget ahead of the work that needs them (made
+// before taking an inode's lock, where room can be made by eviction); what
+// is not taken goes back when this goes.
+class BudgetRoom {
+ public:
+  BudgetRoom() = default;
+  BudgetRoom(BlockBudget* budget, uint64_t bytes)
+      : budget_(budget), bytes_(bytes) {}
+  BudgetRoom(BudgetRoom&& other) noexcept
+      : budget_(std::exchange(other.budget_, nullptr)),
+        bytes_(std::exchange(other.bytes_, 0)) {}
+  BudgetRoom& operator=(BudgetRoom&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      budget_ = std::exchange(other.budget_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  ~BudgetRoom() { Reset(); }
+
+  // Takes `bytes` of the room: true if it held that many.
+  bool Take(uint64_t bytes) {
+    if (bytes > bytes_) return false;
+    bytes_ -= bytes;
+    return true;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  void Reset() {
+    if (budget_ != nullptr && bytes_ > 0) budget_->Release(bytes_);
+    budget_ = nullptr;
+    bytes_ = 0;
+  }
+
+  BlockBudget* budget_ = nullptr;
+  uint64_t bytes_ = 0;
 };
 
 }  // namespace memfuse::fsd

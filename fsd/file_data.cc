@@ -1,6 +1,7 @@
 #include "fsd/file_data.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -44,19 +45,30 @@ std::unique_ptr<char[]> NewBuffer(uint64_t size) {
 
 FileData::~FileData() { Clear(); }
 
+uint64_t FileData::ChargeFor(uint64_t length, uint64_t block_size) {
+  return CapacityFor(length, block_size);
+}
+
 void FileData::Clear() {
   for (auto& [index, block] : blocks_) Free(block);
   blocks_.clear();
+  mirror_end_ = 0;
 }
 
 void FileData::Free(Block& block) {
+  if (block.in_cache) {
+    cache_->Remove(block.handle);
+    block.in_cache = false;
+  }
   budget_->Release(block.capacity);
   resident_ -= block.capacity;
   block.bytes.reset();
   block.capacity = 0;
+  block.mirror_length = 0;
 }
 
-void FileData::Grow(Block& block, uint64_t new_capacity, bool overwrite_all) {
+void FileData::Grow(uint64_t index, Block& block, uint64_t new_capacity,
+                    bool overwrite_all) {
   if (block.bytes != nullptr && new_capacity <= block.capacity) return;
   new_capacity = std::max<uint64_t>(new_capacity, block.capacity);
   std::unique_ptr<char[]> bytes = NewBuffer(new_capacity);
@@ -65,23 +77,127 @@ void FileData::Grow(Block& block, uint64_t new_capacity, bool overwrite_all) {
     if (kept > 0) std::memcpy(bytes.get(), block.bytes.get(), kept);
     std::memset(bytes.get() + kept, 0, new_capacity - kept);
   }
+  if (block.bytes == nullptr && cache_ != nullptr && !owner_.expired()) {
+    block.handle = cache_->Add(owner_, index);
+    block.in_cache = true;
+  }
   resident_ += new_capacity - block.capacity;
   block.bytes = std::move(bytes);
   block.capacity = static_cast<uint32_t>(new_capacity);
+  block.mirror_length = 0;
+  block.referenced = 1;
 }
 
 void FileData::Reserve(Block& block, uint64_t new_capacity) {
   if (new_capacity <= block.capacity) return;
   if (block.bytes != nullptr) {
-    Grow(block, new_capacity, /*overwrite_all=*/false);
+    // Only reached for a resident block, whose index the caller knows;
+    // growing it in place keeps its cache entry.
+    std::unique_ptr<char[]> bytes = NewBuffer(new_capacity);
+    std::memcpy(bytes.get(), block.bytes.get(), block.capacity);
+    std::memset(bytes.get() + block.capacity, 0,
+                new_capacity - block.capacity);
+    resident_ += new_capacity - block.capacity;
+    block.bytes = std::move(bytes);
+    block.capacity = static_cast<uint32_t>(new_capacity);
     return;
   }
   resident_ += new_capacity - block.capacity;
   block.capacity = static_cast<uint32_t>(new_capacity);
 }
 
+uint64_t FileData::MirrorLengthOf(uint64_t block_size, uint64_t index,
+                                  const Block* block) const {
+  if (block != nullptr) {
+    if (block->bytes != nullptr || block->capacity > 0) return 0;
+    return block->mirror_length;
+  }
+  const uint64_t start = index * block_size;
+  if (start >= mirror_end_) return 0;
+  return std::min(block_size, mirror_end_ - start);
+}
+
+bool FileData::IsMissing(uint64_t block_size, uint64_t index,
+                         Missing* missing) const {
+  auto it = blocks_.find(index);
+  const Block* block = it == blocks_.end() ? nullptr : &it->second;
+  const uint64_t length = MirrorLengthOf(block_size, index, block);
+  if (length == 0) return false;
+  missing->index = index;
+  missing->length = length;
+  missing->gen = block != nullptr ? block->gen : 0;
+  return true;
+}
+
+void FileData::FindMissing(uint64_t block_size, uint64_t offset,
+                           uint64_t length, bool edges_only,
+                           std::vector<Missing>* out) const {
+  if (length == 0) return;
+  const uint64_t end = offset + length;
+  const uint64_t first = offset / block_size;
+  const uint64_t last = (end - 1) / block_size;
+  for (uint64_t index = first; index <= last; ++index) {
+    if (edges_only && index != first && index != last) {
+      index = last - 1;  // the loop's ++ lands on the last block
+      continue;
+    }
+    Missing m;
+    if (!IsMissing(block_size, index, &m)) continue;
+    if (edges_only) {
+      // A write that covers every byte the mirror has of the block
+      // replaces it; one that does not needs the rest.
+      const uint64_t start = index * block_size;
+      if (offset <= start && end >= start + m.length) continue;
+    }
+    out->push_back(m);
+  }
+}
+
+bool FileData::Install(uint64_t block_size, const Missing& missing,
+                       std::string_view bytes, BudgetRoom* room) {
+  Missing now;
+  if (!IsMissing(block_size, missing.index, &now) || now.gen != missing.gen) {
+    return false;
+  }
+  const uint64_t capacity = CapacityFor(now.length, block_size);
+  if (room == nullptr || !room->Take(capacity)) {
+    if (!budget_->TryReserve(capacity)) return false;
+  }
+  Block& block = blocks_[missing.index];
+  Grow(missing.index, block, capacity, /*overwrite_all=*/false);
+  std::memcpy(block.bytes.get(), bytes.data(),
+              std::min<uint64_t>(bytes.size(), now.length));
+  block.gen = 0;
+  return true;
+}
+
+uint64_t FileData::EvictForCache(uint64_t index) {
+  auto it = blocks_.find(index);
+  if (it == blocks_.end() || it->second.bytes == nullptr) return 0;
+  Block& block = it->second;
+  const uint64_t freed = block.capacity;
+  block.in_cache = false;  // the sweep erases the entry
+  budget_->Release(freed);
+  resident_ -= freed;
+  block.bytes.reset();
+  block.capacity = 0;
+  block.mirror_length = static_cast<uint32_t>(freed);
+  block.gen = next_gen_++;
+  block.referenced = 0;
+  return freed;
+}
+
+bool FileData::TestAndClearReferenced(uint64_t index, bool* resident) {
+  auto it = blocks_.find(index);
+  *resident = it != blocks_.end() && it->second.bytes != nullptr;
+  if (!*resident) return false;
+  const bool was = it->second.referenced != 0;
+  it->second.referenced = 0;
+  return was;
+}
+
 absl::Status FileData::ReserveFor(uint64_t block_size, uint64_t offset,
-                                  uint64_t end) {
+                                  uint64_t end, BudgetRoom* room) {
   const uint64_t last = (end - 1) / block_size;
   uint64_t extra = 0;
   for (uint64_t index = offset / block_size; index <= last; ++index) {
@@ -91,9 +207,16 @@ absl::Status FileData::ReserveFor(uint64_t block_size, uint64_t offset,
     const uint64_t have = it == blocks_.end() ? 0 : it->second.capacity;
     extra += std::max(have, CapacityFor(block_end, block_size)) - have;
   }
-  if (extra > 0 && !budget_->TryReserve(extra)) {
-    return common::ErrnoStatus(ENOSPC);
+  if (extra == 0) return absl::OkStatus();
+  if (room != nullptr) {
+    const uint64_t from_room = std::min(extra, room->bytes());
+    if (extra - from_room > 0 && !budget_->TryReserve(extra - from_room)) {
+      return common::ErrnoStatus(ENOSPC);
+    }
+    room->Take(from_room);
+    return absl::OkStatus();
   }
+  if (!budget_->TryReserve(extra)) return common::ErrnoStatus(ENOSPC);
   return absl::OkStatus();
 }
 
@@ -114,6 +237,10 @@ void FileData::Read(uint64_t block_size, uint64_t offset, uint64_t length,
                                 : 0;
       if (have > 0) std::memcpy(dst, block.bytes.get() + in_block, have);
       if (have < n) std::memset(dst + have, 0, n - have);
+      if (block.bytes != nullptr) {
+        std::atomic_ref<uint8_t>(block.referenced)
+            .store(1, std::memory_order_relaxed);
+      }
     } else {
       std::memset(dst, 0, n);
     }
@@ -122,13 +249,14 @@ void FileData::Read(uint64_t block_size, uint64_t offset, uint64_t length,
 }
 
 absl::Status FileData::Write(uint64_t block_size, uint64_t offset,
-                             const char* data, uint64_t length) {
+                             const char* data, uint64_t length,
+                             BudgetRoom* room) {
   if (length == 0) return absl::OkStatus();
   const uint64_t end = offset + length;
 
   // Charge the budget for the whole write up front, so that a write either
   // happens entirely or fails with ENOSPC having changed nothing.
-  RETURN_IF_ERROR(ReserveFor(block_size, offset, end));
+  RETURN_IF_ERROR(ReserveFor(block_size, offset, end, room));
 
   auto it = blocks_.lower_bound(offset / block_size);
   for (uint64_t pos = offset; pos < end;) {
@@ -141,7 +269,7 @@ absl::Status FileData::Write(uint64_t block_size, uint64_t offset,
     }
     Block& block = it->second;
     const bool whole = in_block == 0 && n == block_size;
-    Grow(block, CapacityFor(in_block + n, block_size), whole);
+    Grow(index, block, CapacityFor(in_block + n, block_size), whole);
     std::memcpy(block.bytes.get() + in_block, data + (pos - offset), n);
     pos += n;
   }
@@ -149,6 +277,7 @@ absl::Status FileData::Write(uint64_t block_size, uint64_t offset,
 }
 
 void FileData::Truncate(uint64_t block_size, uint64_t new_size) {
+  mirror_end_ = std::min(mirror_end_, new_size);
   const uint64_t keep = (new_size + block_size - 1) / block_size;
   for (auto it = blocks_.lower_bound(keep); it != blocks_.end();) {
     Free(it->second);
@@ -157,24 +286,34 @@ void FileData::Truncate(uint64_t block_size, uint64_t new_size) {
   const uint64_t tail = new_size % block_size;
   if (tail == 0) return;
   auto it = blocks_.find(new_size / block_size);
-  if (it != blocks_.end() && it->second.bytes != nullptr &&
-      it->second.capacity > tail) {
-    std::memset(it->second.bytes.get() + tail, 0, it->second.capacity - tail);
+  if (it == blocks_.end()) return;
+  Block& block = it->second;
+  if (block.bytes != nullptr) {
+    if (block.capacity > tail) {
+      std::memset(block.bytes.get() + tail, 0, block.capacity - tail);
+    }
+  } else if (block.mirror_length > tail) {
+    // Missing: the mirror keeps the old bytes past `tail` until it applies
+    // the truncate; they must not come back.
+    block.mirror_length = static_cast<uint32_t>(tail);
   }
 }
 
 void FileData::PunchHole(uint64_t block_size, uint64_t offset,
                          uint64_t length) {
   const uint64_t end = offset + length;
-  for (auto it = blocks_.lower_bound(offset / block_size);
-       it != blocks_.end() && it->first * block_size < end;) {
+  const uint64_t first = offset / block_size;
+  const uint64_t last = (end - 1) / block_size;
+  for (auto it = blocks_.lower_bound(first);
+       it != blocks_.end() && it->first <= last;) {
     const uint64_t start = it->first * block_size;
     const uint64_t from = std::max(offset, start) - start;
     const uint64_t to = std::min(end, start + block_size) - start;
     Block& block = it->second;
     if (from == 0 && to == block_size) {
       Free(block);
-      it = blocks_.erase(it);
+      // Below the mirror extent the entry stays, as a hole.
+      it = start >= mirror_end_ ? blocks_.erase(it) : std::next(it);
       continue;
     }
     if (block.bytes != nullptr && from < block.capacity) {
@@ -182,6 +321,17 @@ void FileData::PunchHole(uint64_t block_size, uint64_t offset,
                   std::min<uint64_t>(to, block.capacity) - from);
     }
     ++it;
+  }
+  // Missing blocks with no entry yet, punched whole, become holes.
+  if (mirror_end_ > 0) {
+    const uint64_t mirror_last = (mirror_end_ - 1) / block_size;
+    for (uint64_t index = first; index <= std::min(last, mirror_last);
+         ++index) {
+      const uint64_t start = index * block_size;
+      if (offset <= start && end >= start + block_size) {
+        blocks_.try_emplace(index);
+      }
+    }
   }
 }
 
@@ -191,8 +341,23 @@ absl::Status FileData::Allocate(uint64_t block_size, uint64_t offset,
   const uint64_t end = offset + length;
   const uint64_t first = offset / block_size;
   const uint64_t last = (end - 1) / block_size;
-  RETURN_IF_ERROR(ReserveFor(block_size, offset, end));
+  // Blocks the mirror holds are allocated already, there.
+  uint64_t extra = 0;
   for (uint64_t index = first; index <= last; ++index) {
+    Missing m;
+    if (IsMissing(block_size, index, &m)) continue;
+    const uint64_t block_end =
+        index == last ? end - index * block_size : block_size;
+    auto it = blocks_.find(index);
+    const uint64_t have = it == blocks_.end() ? 0 : it->second.capacity;
+    extra += std::max(have, CapacityFor(block_end, block_size)) - have;
+  }
+  if (extra > 0 && !budget_->TryReserve(extra)) {
+    return common::ErrnoStatus(ENOSPC);
+  }
+  for (uint64_t index = first; index <= last; ++index) {
+    Missing m;
+    if (IsMissing(block_size, index, &m)) continue;
     const uint64_t block_end =
         index == last ? end - index * block_size : block_size;
     Reserve(blocks_[index], CapacityFor(block_end, block_size));

@@ -28,8 +28,9 @@ namespace memfuse::fsd {
 using XattrMap = std::map<std::string, std::string, std::less<>>;
 
 struct Inode {
-  Inode(fuse_ino_t ino, mode_t mode, BlockBudget* budget)
-      : ino(ino), type(mode & S_IFMT), data(budget), mode(mode) {}
+  Inode(fuse_ino_t ino, mode_t mode, BlockBudget* budget,
+        BlockCache* cache = nullptr)
+      : ino(ino), type(mode & S_IFMT), data(budget, cache), mode(mode) {}
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
 
@@ -49,6 +50,18 @@ struct Inode {
   // The kernel's lookup count; changed only with the Tree's mutex held
   // (shared for increments, exclusive for decrements), hence atomic.
   std::atomic<uint64_t> nlookup{0};
+
+  // Tree: a directory of the mirror whose entries are not loaded yet (lazy
+  // loading); it is listed before anything looks into it.
+  bool unlisted = false;
+  // Open file handles (open/create until release): an unlinked file still
+  // open keeps its bytes, so they are fetched from the mirror first.
+  std::atomic<int> open_count{0};
+  // Never evicted: an open file losing its last name (its bytes are
+  // fetched to stay in memory).
+  std::atomic<bool> pinned{false};
+  // Where the last read ended, to recognize a sequential reader.
+  std::atomic<uint64_t> read_end{0};
 
   // Immutable after creation: a symlink's target.
   std::string symlink_target;

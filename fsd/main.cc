@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <memory>
@@ -16,6 +17,11 @@
 #include "glog/logging.h"
 
 int main(int argc, char** argv) {
+  // Blocks are big allocations freed on eviction. With glibc's sliding mmap
+  // threshold they would land in per-thread heaps that keep the memory
+  // after it is freed, so resident memory would pass --cache-size; a fixed
+  // threshold gives every block its own mapping, returned when it goes.
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
   using namespace memfuse::fsd;
   ParseResult parsed = ParseOptions(argc, argv);
   if (!parsed.options) {
@@ -40,6 +46,7 @@ int main(int argc, char** argv) {
   if (options.has_mirror()) {
     tree.SetMirrorLog(&log);
     mirror = std::make_unique<MirrorClient>(options, &tree, &log);
+    tree.SetMirrorReader(mirror.get());
     if (absl::Status started = mirror->Start(); !started.ok()) {
       std::cerr << "mem-fuse: mirror " << options.mirror
                 << options.mirror_socket << ": " << started.message() << "\n";
@@ -59,6 +66,7 @@ int main(int argc, char** argv) {
   if (mirror != nullptr) {
     // Nothing accepted on the mount is dropped on the way out.
     if (!mirror->Drain(ForcedExit())) code = 1;
+    tree.StopMirrorReads();
     mirror->Stop();
   }
   return code;

@@ -32,6 +32,8 @@ constexpr uint32_t kProtocolVersion = 1;
 // How long fsd waits for mirrord at mount before giving up.
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+// How long a read of the mirror waits for an agent that is restarting.
+constexpr absl::Duration kReadTimeout = absl::Seconds(30);
 
 uint64_t RandomSessionId() {
   uint64_t id = 0;
@@ -219,78 +221,106 @@ absl::Status MirrorClient::HandshakeAndBind(bool first) {
   return absl::OkStatus();
 }
 
-absl::Status MirrorClient::LoadMirror() {
-  Stub* stub;
-  {
-    absl::MutexLock l(&mu_);
-    stub = stub_.get();
+std::shared_ptr<MirrorClient::Stub> MirrorClient::CurrentStub() {
+  absl::MutexLock l(&mu_);
+  return stub_;
+}
+
+template <typename Call>
+grpc::Status MirrorClient::CallWithRetry(std::string_view what, Call call) {
+  // The agent may be restarting: wait for it rather than failing the
+  // program's read, up to a bound.
+  const absl::Time give_up = absl::Now() + kReadTimeout;
+  grpc::Status status;
+  while (true) {
+    std::shared_ptr<Stub> stub = CurrentStub();
+    if (stub == nullptr) {
+      status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "not connected");
+    } else {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + kReadTimeout));
+      ctx.set_wait_for_ready(true);
+      status = call(stub.get(), &ctx);
+    }
+    if (status.ok() || stopping_ ||
+        status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        absl::Now() >= give_up) {
+      return status;
+    }
+    stopped_.WaitForNotificationWithTimeout(absl::Milliseconds(100));
   }
+}
+
+absl::StatusOr<std::string> MirrorClient::ReadBlock(uint64_t id,
+                                                    uint64_t offset,
+                                                    uint64_t length) {
+  pb::ReadBlockRequest request;
+  request.set_id(id);
+  request.set_offset(offset);
+  request.set_length(static_cast<uint32_t>(length));
+  pb::ReadBlockResponse response;
+  grpc::Status status = CallWithRetry(
+      "read", [&](Stub* stub, grpc::ClientContext* ctx) {
+        return stub->ReadBlock(ctx, request, &response);
+      });
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
+  }
+  return std::move(*response.mutable_data());
+}
+
+absl::StatusOr<pb::ListDirectoryResponse> MirrorClient::ListDirectory(
+    uint64_t id, uint64_t first_id, uint64_t max_new_ids) {
+  pb::ListDirectoryRequest request;
+  request.set_id(id);
+  request.set_first_child_id(first_id);
+  request.set_max_new_ids(max_new_ids);
+  pb::ListDirectoryResponse response;
+  grpc::Status status = CallWithRetry(
+      "list", [&](Stub* stub, grpc::ClientContext* ctx) {
+        return stub->ListDirectory(ctx, request, &response);
+      });
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
+  }
+  return response;
+}
+
+absl::Status MirrorClient::LoadMirror() {
+  if (options_.lazy_load) return absl::OkStatus();
+  // --lazy-load false: every directory now, breadth first.
   const absl::Time start = absl::Now();
-  const uint64_t block = options_.block_bytes();
-  uint64_t next_id = FUSE_ROOT_ID + 1;
-  uint64_t objects = 0, bytes = 0;
-  absl::flat_hash_set<uint64_t> seen;
   std::deque<uint64_t> dirs = {FUSE_ROOT_ID};
-  auto deadline = [] {
-    return absl::ToChronoTime(absl::Now() + absl::Seconds(60));
-  };
+  uint64_t listed = 0;
   while (!dirs.empty()) {
     const uint64_t dir = dirs.front();
     dirs.pop_front();
-    pb::ListDirectoryRequest request;
-    request.set_id(dir);
-    request.set_first_child_id(next_id);
-    pb::ListDirectoryResponse listing;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(deadline());
-    grpc::Status status = stub->ListDirectory(&ctx, request, &listing);
+    absl::Status status = tree_->EnsureListed(dir);
     if (!status.ok()) {
-      return absl::AbortedError(absl::StrCat(
-          "cannot list the mirror: ", status.error_message()));
+      return absl::AbortedError(
+          absl::StrCat("cannot list the mirror: ", status.message()));
     }
-    next_id = std::max(next_id, listing.next_free_id());
-    for (const pb::DirEntry& entry : listing.entries()) {
-      RETURN_IF_ERROR(tree_->LoadEntry(dir, entry));
-      const uint64_t id = entry.attr().id();
-      if (!seen.insert(id).second) continue;  // a hard link
-      ++objects;
-      next_id = std::max(next_id, id + 1);
-      const mode_t type = entry.attr().mode() & S_IFMT;
-      if (type == S_IFDIR) dirs.push_back(id);
-      if (type != S_IFREG) continue;
-      for (uint64_t offset = 0; offset < entry.attr().size();
-           offset += block) {
-        pb::ReadBlockRequest read;
-        read.set_id(id);
-        read.set_offset(offset);
-        read.set_length(static_cast<uint32_t>(
-            std::min(block, entry.attr().size() - offset)));
-        pb::ReadBlockResponse data;
-        grpc::ClientContext read_ctx;
-        read_ctx.set_deadline(deadline());
-        status = stub->ReadBlock(&read_ctx, read, &data);
-        if (!status.ok()) {
-          return absl::AbortedError(absl::StrCat(
-              "cannot read the mirror: ", status.error_message()));
-        }
-        if (data.data().empty()) break;
-        absl::Status stored = tree_->LoadData(id, offset, data.data());
-        if (!stored.ok()) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "the mirror's files do not fit in --cache-size ",
-              options_.cache_size_mb,
-              " MB (this build loads the whole mirror at mount)"));
-        }
-        bytes += data.data().size();
-      }
-    }
+    ++listed;
+    for (uint64_t sub : tree_->SubdirectoriesOf(dir)) dirs.push_back(sub);
   }
-  tree_->ReserveIdsBelow(next_id);
-  if (objects > 0) {
-    LOG(INFO) << "loaded " << objects << " objects (" << MiB(bytes)
-              << ") from the mirror in " << absl::Now() - start;
-  }
+  LOG(INFO) << "listed " << listed << " directories of the mirror in "
+            << absl::Now() - start;
   return absl::OkStatus();
+}
+
+void MirrorClient::Prefetch() {
+  const absl::Time start = absl::Now();
+  const uint64_t done = tree_->PrefetchAll(
+      stopping_, [&](uint64_t done, uint64_t total) {
+        if (total == 0) return;
+        LOG(INFO) << "prefetch: " << MiB(done) << " of " << MiB(total)
+                  << " of file data in memory ("
+                  << absl::StrFormat("%.0f%%", 100.0 * done / total) << ")";
+      });
+  LOG(INFO) << "prefetch done: " << MiB(done) << " in "
+            << absl::Now() - start;
 }
 
 absl::Status MirrorClient::Start() {
@@ -348,6 +378,7 @@ absl::Status MirrorClient::Start() {
     return status;
   }
   runner_ = std::thread([this] { Run(); });
+  if (!options_.lazy_load) prefetcher_ = std::thread([this] { Prefetch(); });
   return absl::OkStatus();
 }
 
@@ -543,6 +574,7 @@ void MirrorClient::Stop() {
   if (stopping_.exchange(true)) return;
   stopped_.Notify();
   log_->Shutdown();
+  if (prefetcher_.joinable()) prefetcher_.join();
   if (runner_.joinable()) runner_.join();
   absl::MutexLock l(&mu_);
   stub_.reset();

@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/shared_region.h"
+#include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
 #include "fsd/options.h"
 #include "fsd/tree.h"
@@ -36,7 +37,7 @@
 
 namespace memfuse::fsd {
 
-class MirrorClient {
+class MirrorClient : public MirrorReader {
  public:
   MirrorClient(const Options& options, Tree* tree, MutationLog* log);
   MirrorClient(const MirrorClient&) = delete;
@@ -61,6 +62,13 @@ class MirrorClient {
   // Ends the stream and the agent (after Drain, or to give up).
   void Stop();
 
+  // MirrorReader: through the current agent, waiting for one to be back
+  // (up to kReadTimeout) if it is restarting.
+  absl::StatusOr<std::string> ReadBlock(uint64_t id, uint64_t offset,
+                                        uint64_t length) override;
+  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
+      uint64_t id, uint64_t first_id, uint64_t max_new_ids) override;
+
  private:
   using Stub = memfuse::mirror::v1::Mirror::Stub;
 
@@ -71,7 +79,13 @@ class MirrorClient {
   // Handshake on the current channel; rewinds the log to what the agent
   // has applied and sends the bindings.
   absl::Status HandshakeAndBind(bool first);
+  // --lazy-load false: lists every directory (at mount).
   absl::Status LoadMirror();
+  // --lazy-load false: reads file data until the cache is full (a thread).
+  void Prefetch();
+  std::shared_ptr<Stub> CurrentStub();
+  template <typename Call>
+  grpc::Status CallWithRetry(std::string_view what, Call call);
   void Run();
   // One Apply stream, until it breaks or Stop().
   void Stream(Stub* stub);
@@ -90,7 +104,9 @@ class MirrorClient {
   const uint64_t session_id_;
 
   absl::Mutex mu_;
-  std::unique_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
+  // Shared with the reads in flight on FUSE threads, which may outlive a
+  // reconnect.
+  std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
   pid_t agent_pid_ ABSL_GUARDED_BY(mu_) = -1;
 
   // The data region passed to spawned agents (common/shared_region.h); null
@@ -104,6 +120,7 @@ class MirrorClient {
   std::atomic<bool> stopping_{false};
   absl::Notification stopped_;
   std::thread runner_;
+  std::thread prefetcher_;
 };
 
 }  // namespace memfuse::fsd

@@ -54,6 +54,8 @@ uint64_t MutationLog::Append(pb::Mutation mutation) {
   if (mutation.has_set_attr() &&
       (mutation.set_attr().mask() & FUSE_SET_ATTR_SIZE)) {
     open_slots_.erase(slot.id);  // later writes go after the size change
+    slot.is_size_change = true;
+    ++size_changes_[slot.id];
   }
   if (mutation.has_remove()) open_slots_.erase(slot.id);
   mutation.set_seq(next_seq_);
@@ -214,6 +216,12 @@ void MutationLog::AckedLocked(const pb::Ack& ack) {
     } else if (slot.is_sync) {
       sync_errors_[front_seq_] = 0;
     }
+    if (slot.is_size_change) {
+      auto it = size_changes_.find(slot.id);
+      if (it != size_changes_.end() && --it->second == 0) {
+        size_changes_.erase(it);
+      }
+    }
     if (slot.is_data) {
       data_bytes_ -= slot.length;
       acked_bytes_ += slot.length;
@@ -272,6 +280,12 @@ int MutationLog::FailedErrno(uint64_t id) {
   absl::MutexLock l(&mu_);
   auto it = failed_.find(id);
   return it == failed_.end() ? 0 : it->second;
+}
+
+bool MutationLog::IsBlockClean(uint64_t id, uint64_t index) {
+  absl::MutexLock l(&mu_);
+  return !dirty_.contains(std::make_pair(id, index)) &&
+         !size_changes_.contains(id) && !failed_.contains(id);
 }
 
 MutationLog::Backlog MutationLog::GetBacklog() {

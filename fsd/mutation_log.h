@@ -135,6 +135,12 @@ class MutationLog {
   // or 0.
   int FailedErrno(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Whether the mirror holds block `index` of file `id` as fsd does: no
+  // write to it and no size change of the file is unacknowledged, and the
+  // mirror never refused the file's data. (Eviction asks this, under the
+  // file's lock, so no new write can slip in.)
+  bool IsBlockClean(uint64_t id, uint64_t index) ABSL_LOCKS_EXCLUDED(mu_);
+
   struct Backlog {
     uint64_t mutations = 0;   // not yet acknowledged
     uint64_t data_bytes = 0;  // file data among them
@@ -166,6 +172,7 @@ class MutationLog {
     uint64_t wire_bytes = 0;  // size counted in flight
     bool is_data = false;
     bool is_sync = false;
+    bool is_size_change = false;
   };
 
   void ReleaseRoom(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
@@ -210,6 +217,8 @@ class MutationLog {
       open_slots_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> sync_errors_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> failed_ ABSL_GUARDED_BY(mu_);
+  // Unacknowledged size changes, by file.
+  absl::flat_hash_map<uint64_t, int> size_changes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace memfuse::fsd

@@ -62,9 +62,11 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
                  "nothing is dirty and a full cache is ENOSPC");
   std::optional<std::string> lazy_load;
   app.add_option("--lazy-load", lazy_load,
-                 "true|false: load the mirror's tree on demand. This build "
-                 "loads the whole mirror at mount (false); true is refused "
-                 "until lazy loading lands");
+                 "true|false: with true (the default) a directory of the "
+                 "mirror is listed when first used and a file's blocks are "
+                 "read when first read; with false every directory is "
+                 "listed at mount and file data is read in the background "
+                 "until the cache is full");
   app.add_option("--root", o.root_node,
                  "Remote root node of an http mirror (with --mirror http://)");
   app.add_option("--block-size", o.block_size_kb,
@@ -120,14 +122,11 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
     if (*lazy_load == "false" || *lazy_load == "0") {
       o.lazy_load = false;
     } else if (*lazy_load == "true" || *lazy_load == "1") {
-      return Fail("--lazy-load true: this build loads the whole mirror at "
-                  "mount; lazy loading is not in it yet");
+      o.lazy_load = true;
     } else {
       return Fail(absl::StrCat("--lazy-load ", *lazy_load,
                                ": expected true or false"));
     }
-  } else {
-    o.lazy_load = false;
   }
   if (o.root_node.has_value()) {
     return Fail("--root needs an http --mirror");

@@ -65,7 +65,7 @@ absl::Status ValidateXattrName(std::string_view name) {
 
 Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
     : block_size_(block_size), budget_(budget) {
-  auto root = std::make_shared<Inode>(FUSE_ROOT_ID, S_IFDIR | 0755, budget);
+  InodePtr root = NewInode(FUSE_ROOT_ID, S_IFDIR | 0755);
   root->nlink = 2;
   root->parent = FUSE_ROOT_ID;
   root->dir = std::make_unique<Directory>();
@@ -79,6 +79,16 @@ Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
   }
   absl::MutexLock l(&mu_);
   table_.emplace(FUSE_ROOT_ID, std::move(root));
+}
+
+Tree::InodePtr Tree::NewInode(fuse_ino_t ino, mode_t mode) {
+  auto inode = std::make_shared<Inode>(ino, mode, budget_,
+                                       log_ != nullptr ? &cache_ : nullptr);
+  {
+    absl::MutexLock il(&inode->mu);
+    inode->data.SetOwner(inode);
+  }
+  return inode;
 }
 
 Tree::InodePtr Tree::Find(fuse_ino_t ino) {
@@ -207,6 +217,7 @@ bool Tree::IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor) {
 absl::StatusOr<struct stat> Tree::Lookup(fuse_ino_t parent,
                                          std::string_view name) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(EnsureListed(parent));
   absl::ReaderMutexLock l(&mu_);
   ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
   fuse_ino_t ino = dir->dir->Find(name);
@@ -228,11 +239,12 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
     default:
       return ErrnoStatus(EINVAL);
   }
+  RETURN_IF_ERROR(EnsureListed(parent));
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
   if (dir->dir->Find(name) != 0) return ErrnoStatus(EEXIST);
 
-  auto inode = std::make_shared<Inode>(next_ino_++, mode, budget_);
+  InodePtr inode = NewInode(next_ino_++, mode);
   gid_t gid = caller.gid;
   mode_t perm = mode & 07777;
   {
@@ -276,6 +288,7 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
 absl::StatusOr<struct stat> Tree::Link(fuse_ino_t ino, fuse_ino_t new_parent,
                                        std::string_view new_name) {
   RETURN_IF_ERROR(ValidateName(new_name));
+  RETURN_IF_ERROR(EnsureListed(new_parent));
   absl::MutexLock l(&mu_);
   Inode& inode = GetLocked(ino);
   if (inode.is_dir()) return ErrnoStatus(EPERM);
@@ -375,6 +388,8 @@ absl::StatusOr<std::string> Tree::ReadLink(fuse_ino_t ino) {
 
 absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(EnsureListed(parent));
+  RETURN_IF_ERROR(PrepareVictim(parent, name));
   std::vector<InodePtr> doomed;
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
@@ -398,18 +413,33 @@ absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
 
 absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(EnsureListed(parent));
   std::vector<InodePtr> doomed;
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
-  const fuse_ino_t ino = dir->dir->Find(name);
-  if (ino == 0) return ErrnoStatus(ENOENT);
-  Inode& inode = GetLocked(ino);
-  if (!inode.is_dir()) return ErrnoStatus(ENOTDIR);
+  // The directory's emptiness is only known once it is listed; a name
+  // replaced meanwhile by another unlisted directory is listed in turn.
+  while (true) {
+    RETURN_IF_ERROR(PrepareVictim(parent, name));
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+    const fuse_ino_t ino = dir->dir->Find(name);
+    if (ino == 0) return ErrnoStatus(ENOENT);
+    Inode& inode = GetLocked(ino);
+    if (!inode.is_dir()) return ErrnoStatus(ENOTDIR);
+    if (inode.unlisted) continue;
+    return RmdirLocked(*dir, parent, name, inode, &doomed);
+  }
+}
+
+absl::Status Tree::RmdirLocked(Inode& dir_inode, fuse_ino_t parent,
+                               std::string_view name, Inode& inode,
+                               std::vector<InodePtr>* doomed_out) {
+  Inode* dir = &dir_inode;
+  const fuse_ino_t ino = inode.ino;
   if (!inode.dir->empty()) return ErrnoStatus(ENOTEMPTY);
   dir->dir->Remove(name);
   --dir->nlink;
   TouchDirLocked(*dir);
-  DropLinkLocked(inode, &doomed);
+  DropLinkLocked(inode, doomed_out);
   if (log_ != nullptr) {
     pb::Mutation m;
     pb::Remove* remove = m.mutable_remove();
@@ -433,10 +463,34 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   }
   RETURN_IF_ERROR(ValidateName(name));
   RETURN_IF_ERROR(ValidateName(new_name));
+  RETURN_IF_ERROR(EnsureListed(parent));
+  RETURN_IF_ERROR(EnsureListed(new_parent));
   std::vector<InodePtr> doomed;
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Inode * old_dir, GetDirLocked(parent));
-  ASSIGN_OR_RETURN(Inode * new_dir, GetDirLocked(new_parent));
+  while (true) {
+    if (!(flags & RENAME_EXCHANGE)) {
+      RETURN_IF_ERROR(PrepareVictim(new_parent, new_name));
+    }
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Inode * old_dir, GetDirLocked(parent));
+    ASSIGN_OR_RETURN(Inode * new_dir, GetDirLocked(new_parent));
+    const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
+    if (target_ino != 0 && !(flags & RENAME_EXCHANGE) &&
+        GetLocked(target_ino).unlisted) {
+      continue;  // a directory replaced must be empty: list it first
+    }
+    return RenameLocked(*old_dir, parent, name, *new_dir, new_parent,
+                        new_name, flags, &doomed);
+  }
+}
+
+absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
+                                std::string_view name, Inode& new_dir_inode,
+                                fuse_ino_t new_parent,
+                                std::string_view new_name, unsigned int flags,
+                                std::vector<InodePtr>* doomed_out) {
+  Inode* old_dir = &old_dir_inode;
+  Inode* new_dir = &new_dir_inode;
+  std::vector<InodePtr>& doomed = *doomed_out;
   const fuse_ino_t ino = old_dir->dir->Find(name);
   if (ino == 0) return ErrnoStatus(ENOENT);
   Inode& inode = GetLocked(ino);
@@ -552,15 +606,37 @@ absl::Status Tree::Open(fuse_ino_t ino, int flags) {
   return absl::OkStatus();
 }
 
+void Tree::Opened(fuse_ino_t ino) { Find(ino)->open_count.fetch_add(1); }
+
+void Tree::Released(fuse_ino_t ino) { Find(ino)->open_count.fetch_sub(1); }
+
 absl::StatusOr<size_t> Tree::Read(fuse_ino_t ino, uint64_t offset, size_t size,
                                   char* out) {
   InodePtr inode = Find(ino);
   if (inode->is_dir()) return ErrnoStatus(EISDIR);
-  absl::ReaderMutexLock il(&inode->mu);
-  if (offset >= inode->size) return 0;
-  const size_t n = static_cast<size_t>(
-      std::min<uint64_t>(size, inode->size - offset));
-  inode->data.Read(block_size_, offset, n, out);
+  std::vector<FileData::Missing> missing;
+  size_t n = 0;
+  // Blocks not in memory are fetched with no lock held, then the read is
+  // tried again (they may have gone again meanwhile, rarely).
+  for (int attempt = 0;; ++attempt) {
+    {
+      absl::ReaderMutexLock il(&inode->mu);
+      if (offset >= inode->size) return 0;
+      n = static_cast<size_t>(std::min<uint64_t>(size, inode->size - offset));
+      missing.clear();
+      if (reader_ != nullptr) {
+        inode->data.FindMissing(block_size_, offset, n, /*edges_only=*/false,
+                                &missing);
+      }
+      if (missing.empty()) {
+        inode->data.Read(block_size_, offset, n, out);
+        break;
+      }
+    }
+    if (attempt == 0) Readahead(inode, offset, n);
+    RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
+  }
+  if (reader_ != nullptr) Readahead(inode, offset, n);
   return n;
 }
 
@@ -573,18 +649,48 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
     return ErrnoStatus(EFBIG);
   }
   // At the dirty limit, wait for the mirror here, before taking the
-  // inode's lock: the sender needs it to send what frees the room.
+  // inode's lock: the sender needs it to send what frees the room. Room in
+  // the cache is made here too, by evicting other blocks.
   const MutationLog::DirtyRoom room =
       log_ != nullptr ? log_->ReserveDirty(log_->DirtyCharge(offset, size))
                       : MutationLog::DirtyRoom();
-  absl::MutexLock il(&inode->mu);
-  RETURN_IF_ERROR(inode->data.Write(block_size_, offset, data, size));
-  inode->size = std::max<uint64_t>(inode->size, offset + size);
-  if (!kernel_times) inode->mtime = inode->ctime = Now();
-  if (log_ != nullptr && inode->linked) {
-    log_->AppendWrite(inode, offset, size);
+  BudgetRoom cache_room;
+  if (reader_ != nullptr && size > 0) {
+    ASSIGN_OR_RETURN(cache_room,
+                     ReserveCache(log_->DirtyCharge(offset, size),
+                                  Room::kEvictOrWait));
   }
-  return size;
+  std::vector<FileData::Missing> missing;
+  while (true) {
+    if (reader_ != nullptr) {
+      // A block written only in part keeps the rest of its bytes: those
+      // in the mirror are fetched first.
+      missing.clear();
+      {
+        absl::ReaderMutexLock il(&inode->mu);
+        inode->data.FindMissing(block_size_, offset, size,
+                                /*edges_only=*/true, &missing);
+      }
+      if (!missing.empty()) {
+        RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
+      }
+    }
+    absl::MutexLock il(&inode->mu);
+    if (reader_ != nullptr) {
+      missing.clear();
+      inode->data.FindMissing(block_size_, offset, size, /*edges_only=*/true,
+                              &missing);
+      if (!missing.empty()) continue;  // evicted again meanwhile
+    }
+    RETURN_IF_ERROR(
+        inode->data.Write(block_size_, offset, data, size, &cache_room));
+    inode->size = std::max<uint64_t>(inode->size, offset + size);
+    if (!kernel_times) inode->mtime = inode->ctime = Now();
+    if (log_ != nullptr && inode->linked) {
+      log_->AppendWrite(inode, offset, size);
+    }
+    return size;
+  }
 }
 
 absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
@@ -593,6 +699,20 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
   if (!inode->is_reg()) return ErrnoStatus(inode->is_dir() ? EISDIR : ENODEV);
   if (offset + length < offset || offset + length > uint64_t{INT64_MAX}) {
     return ErrnoStatus(EFBIG);
+  }
+  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) &&
+      reader_ != nullptr) {
+    // The blocks punched in part keep the rest of their bytes.
+    std::vector<FileData::Missing> missing;
+    {
+      absl::ReaderMutexLock il(&inode->mu);
+      inode->data.FindMissing(block_size_, offset,
+                              std::min(length, inode->size > offset
+                                                   ? inode->size - offset
+                                                   : 0),
+                              /*edges_only=*/true, &missing);
+    }
+    RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
   }
   absl::MutexLock il(&inode->mu);
   const uint64_t end = offset + length;
@@ -645,6 +765,7 @@ absl::StatusOr<size_t> Tree::CopyFileRange(fuse_ino_t in, uint64_t in_offset,
 
 absl::Status Tree::ReadDir(fuse_ino_t ino, uint64_t cookie, bool plus,
                            DirFiller fill) {
+  RETURN_IF_ERROR(EnsureListed(ino));
   absl::ReaderMutexLock l(&mu_);
   Inode& dir = GetLocked(ino);
   if (!dir.is_dir()) return ErrnoStatus(ENOTDIR);
@@ -764,6 +885,10 @@ void Tree::LoadRoot(
     const pb::Attr& attr,
     const google::protobuf::RepeatedPtrField<pb::XattrEntry>& xattrs) {
   InodePtr root = Find(FUSE_ROOT_ID);
+  {
+    absl::MutexLock l(&mu_);
+    root->unlisted = true;
+  }
   absl::MutexLock il(&root->mu);
   root->mode = S_IFDIR | (attr.mode() & 07777);
   root->uid = attr.uid();
@@ -777,24 +902,22 @@ void Tree::LoadRoot(
   }
 }
 
-absl::Status Tree::LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry) {
+absl::Status Tree::LoadEntryLocked(Inode& dir, const pb::DirEntry& entry) {
   const std::string& name = entry.name();
   RETURN_IF_ERROR(ValidateName(name));
   const pb::Attr& attr = entry.attr();
   const fuse_ino_t id = attr.id();
   if (id <= FUSE_ROOT_ID) return ErrnoStatus(EINVAL);
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
-  if (dir->dir->Find(name) != 0) return ErrnoStatus(EEXIST);
+  if (dir.dir->Find(name) != 0) return ErrnoStatus(EEXIST);
   if (auto it = table_.find(id); it != table_.end()) {
     Inode& inode = *it->second;
     if (inode.is_dir()) return ErrnoStatus(EINVAL);
-    dir->dir->Add(name, id);
+    dir.dir->Add(name, id);
     ++inode.nlink;
     return absl::OkStatus();
   }
   const mode_t type = attr.mode() & S_IFMT;
-  auto inode = std::make_shared<Inode>(id, attr.mode(), budget_);
+  InodePtr inode = NewInode(id, attr.mode());
   {
     absl::MutexLock il(&inode->mu);
     inode->uid = attr.uid();
@@ -810,23 +933,18 @@ absl::Status Tree::LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry) {
       (*inode->xattrs)[x.name()] = x.value();
     }
     if (type == S_IFLNK) inode->size = entry.symlink_target().size();
+    if (type == S_IFREG) inode->data.SetMirrorExtent(attr.size());
   }
   if (type == S_IFLNK) inode->symlink_target = entry.symlink_target();
-  AddNewLocked(*dir, name, std::move(inode));
+  Inode& added = *inode;
+  AddNewLocked(dir, name, std::move(inode));
+  if (type == S_IFDIR) {
+    // Until it is listed, its link count is the mirror's.
+    added.unlisted = true;
+    added.nlink = std::max<uint32_t>(2, attr.nlink());
+  }
   next_ino_ = std::max<fuse_ino_t>(next_ino_, id + 1);
   return absl::OkStatus();
-}
-
-absl::Status Tree::LoadData(fuse_ino_t ino, uint64_t offset,
-                            std::string_view data) {
-  InodePtr inode = Find(ino);
-  absl::MutexLock il(&inode->mu);
-  return inode->data.Write(block_size_, offset, data.data(), data.size());
-}
-
-void Tree::ReserveIdsBelow(fuse_ino_t next) {
-  absl::MutexLock l(&mu_);
-  next_ino_ = std::max(next_ino_, next);
 }
 
 std::vector<pb::Binding> Tree::MirrorBindings(MutationLog* log) {

@@ -18,10 +18,14 @@
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -30,8 +34,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "fsd/block_budget.h"
+#include "fsd/block_cache.h"
 #include "fsd/inode.h"
+#include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
 
 namespace memfuse::fsd {
@@ -50,6 +57,7 @@ class Tree {
   Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner = {});
   Tree(const Tree&) = delete;
   Tree& operator=(const Tree&) = delete;
+  ~Tree();
 
   // Entry methods (see above).
   absl::StatusOr<struct stat> Lookup(fuse_ino_t parent, std::string_view name);
@@ -86,6 +94,9 @@ class Tree {
 
   // Opening a file: applies O_TRUNC.
   absl::Status Open(fuse_ino_t ino, int flags);
+  // A file handle of `ino` was handed out (open, create) / released.
+  void Opened(fuse_ino_t ino);
+  void Released(fuse_ino_t ino);
   // Reads up to `size` bytes at `offset` into `out`; returns the count
   // (short at end of file).
   absl::StatusOr<size_t> Read(fuse_ino_t ino, uint64_t offset, size_t size,
@@ -132,18 +143,42 @@ class Tree {
   // From now on every mutation is appended to `log` (in the order
   // performed) for the mirror agent. Call before serving requests.
   void SetMirrorLog(MutationLog* log) { log_ = log; }
+  // From now on directories and blocks missing here are read through
+  // `reader`, and clean blocks may be evicted to make room in the cache.
+  // Starts the readahead threads. Call after SetMirrorLog, before serving.
+  void SetMirrorReader(MirrorReader* reader);
+  // Ends the readahead threads (before the reader goes).
+  void StopMirrorReads();
 
-  // Loading what the mirror holds (at mount, before serving). These change
-  // the tree without logging anything: the mirror already has it.
+  // Lists directory `ino` from the mirror if it was not yet (lazy loading).
+  absl::Status EnsureListed(fuse_ino_t ino);
+  // The subdirectories of `ino` (for loading a whole tree at mount).
+  std::vector<fuse_ino_t> SubdirectoriesOf(fuse_ino_t ino);
+  // Reads the missing blocks of every file, in no particular order, while
+  // the cache has room without evicting anything; calls `progress` with
+  // the bytes fetched so far and the total missing at the start, about
+  // once a second, and returns the bytes fetched. Stops early if `stop`.
+  uint64_t PrefetchAll(const std::atomic<bool>& stop,
+                       absl::FunctionRef<void(uint64_t done, uint64_t total)>
+                           progress);
+
+  struct CacheStats {
+    uint64_t dirs_listed = 0;
+    uint64_t blocks_fetched = 0;
+    uint64_t bytes_fetched = 0;
+    uint64_t blocks_evicted = 0;
+    uint64_t readahead_blocks = 0;
+  };
+  CacheStats GetCacheStats() const;
+
+  // Loading what the mirror holds. These change the tree without logging
+  // anything: the mirror already has it. A directory loaded is unlisted
+  // (its entries are read on first use), a file's blocks are missing.
   void LoadRoot(const pb::Attr& attr,
                 const google::protobuf::RepeatedPtrField<pb::XattrEntry>& xattrs);
   // Adds `entry` (bound to id entry.attr().id()) under `parent`; a second
   // name of a known id is a hard link.
   absl::Status LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry);
-  // Stores file contents read from the mirror. ENOSPC if the cache is full.
-  absl::Status LoadData(fuse_ino_t ino, uint64_t offset, std::string_view data);
-  // Ids below `next` are taken (by the mirror's objects).
-  void ReserveIdsBelow(fuse_ino_t next);
 
   // Where every object of the mirror is named, as of the last mutation the
   // mirror applied: the tree now, minus the effect of every unacknowledged
@@ -187,6 +222,15 @@ class Tree {
   // True if `ino` is `ancestor` or below it.
   bool IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status RmdirLocked(Inode& dir, fuse_ino_t parent,
+                           std::string_view name, Inode& inode,
+                           std::vector<InodePtr>* doomed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RenameLocked(Inode& old_dir, fuse_ino_t parent,
+                            std::string_view name, Inode& new_dir,
+                            fuse_ino_t new_parent, std::string_view new_name,
+                            unsigned int flags, std::vector<InodePtr>* doomed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ExchangeLocked(Inode& old_dir, std::string_view name,
                               Inode& new_dir, std::string_view new_name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -197,10 +241,67 @@ class Tree {
   void Log(pb::Mutation mutation) {
     if (log_ != nullptr) log_->Append(std::move(mutation));
   }
+  InodePtr NewInode(fuse_ino_t ino, mode_t mode);
+  absl::Status LoadEntryLocked(Inode& dir, const pb::DirEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- Lazy loading and eviction (tree_mirror.cc) ------------------------
+  // One fetch in flight (of a block or a listing), which later askers wait
+  // for instead of fetching again.
+  struct Flight {
+    absl::Notification done;
+    absl::Status status;
+  };
+  // How room in the cache is made for a block: evicting clean blocks, and
+  // waiting for the mirror when none is clean; only evicting; or only with
+  // what is free.
+  enum class Room { kEvictOrWait, kEvict, kFreeOnly };
+  // Lists `ino` from the mirror now (one listing in flight per directory).
+  absl::Status ListNow(fuse_ino_t ino);
+  // Before `name` in `parent` loses that name: an unlisted directory is
+  // listed (its emptiness matters), and an open file losing its last name
+  // gets its missing blocks fetched (the mirror is about to drop them).
+  absl::Status PrepareVictim(fuse_ino_t parent, std::string_view name);
+  // Fetches `wanted` blocks of `inode` (joining fetches in flight), with
+  // no lock held; returns the first error. With `how`, room is made
+  // by evicting clean blocks (and waiting for the mirror if none is).
+  absl::Status Fetch(const InodePtr& inode,
+                     const std::vector<FileData::Missing>& wanted,
+                     Room how);
+  absl::Status FetchOne(const InodePtr& inode, const FileData::Missing& m,
+                        Room how);
+  // Reserves `bytes` of the cache, evicting clean blocks as needed; with a
+  // mirror, waits while dirty blocks may still become clean; ENOSPC when
+  // nothing can make room.
+  absl::StatusOr<BudgetRoom> ReserveCache(uint64_t bytes, Room how);
+  BlockCache::Verdict JudgeForEviction(Inode& inode, uint64_t index,
+                                       uint64_t* freed);
+  // A read of [offset, offset+length) of `inode` ended: if it continues
+  // the previous one, the blocks after it are fetched in the background.
+  void Readahead(const InodePtr& inode, uint64_t offset, uint64_t length);
+  void ReadaheadLoop();
 
   const uint64_t block_size_;
   BlockBudget* const budget_;
   MutationLog* log_ = nullptr;  // null: no mirror
+  MirrorReader* reader_ = nullptr;  // null: nothing is ever missing
+  BlockCache cache_;
+
+  absl::Mutex flights_mu_;
+  absl::flat_hash_map<std::pair<fuse_ino_t, uint64_t>, std::shared_ptr<Flight>>
+      block_flights_ ABSL_GUARDED_BY(flights_mu_);
+  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<Flight>> dir_flights_
+      ABSL_GUARDED_BY(flights_mu_);
+  std::atomic<uint64_t> dirs_listed_{0};
+  std::atomic<uint64_t> blocks_fetched_{0};
+  std::atomic<uint64_t> bytes_fetched_{0};
+  std::atomic<uint64_t> readahead_blocks_{0};
+
+  absl::Mutex readahead_mu_;
+  std::deque<std::pair<std::weak_ptr<Inode>, FileData::Missing>>
+      readahead_queue_ ABSL_GUARDED_BY(readahead_mu_);
+  bool readahead_stop_ ABSL_GUARDED_BY(readahead_mu_) = false;
+  std::vector<std::thread> readahead_threads_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<fuse_ino_t, InodePtr> table_ ABSL_GUARDED_BY(mu_);

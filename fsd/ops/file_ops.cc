@@ -23,19 +23,22 @@
 namespace memfuse::fsd::ops {
 namespace {
 
-void ReplyOpened(fuse_req_t req, fuse_file_info* fi) {
-  // Pages stay valid across opens: only the kernel changes file data.
-  fi->keep_cache = 1;
-  fuse_reply_open(req, fi);
-}
-
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  absl::Status status = ContextOf(req).tree->Open(ino, fi->flags);
+  Tree& tree = *ContextOf(req).tree;
+  absl::Status status = tree.Open(ino, fi->flags);
   if (!status.ok()) {
     ReplyStatus(req, status);
     return;
   }
-  ReplyOpened(req, fi);
+  tree.Opened(ino);
+  fi->keep_cache = 1;
+  // Pages stay valid across opens: only the kernel changes file data.
+  if (fuse_reply_open(req, fi) == -ENOENT) tree.Released(ino);
+}
+
+void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  ContextOf(req).tree->Released(ino);
+  fuse_reply_err(req, 0);
 }
 
 void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -68,7 +71,11 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   fuse_entry_param e = EntryParam(ctx, *st);
   fi->keep_cache = 1;
-  if (fuse_reply_create(req, &e, fi) == -ENOENT) ctx.tree->Forget(e.ino, 1);
+  ctx.tree->Opened(e.ino);
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+    ctx.tree->Released(e.ino);
+    ctx.tree->Forget(e.ino, 1);
+  }
 }
 
 void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -136,6 +143,7 @@ void CopyFileRange(fuse_req_t req, fuse_ino_t in, off_t in_offset,
 void AddFileOps(fuse_lowlevel_ops& ops) {
   ops.create = Create;
   ops.open = Open;
+  ops.release = Release;
   ops.read = Read;
   ops.write = Write;
   ops.fsync = Fsync;

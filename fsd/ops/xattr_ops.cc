@@ -40,8 +40,15 @@ std::string StatusText(const Context& ctx) {
   std::string out;
   if (ctx.budget != nullptr) {
     absl::StrAppend(&out, "cache_bytes ", ctx.budget->used(), "\n",
+                    "cache_peak ", ctx.budget->peak(), "\n",
                     "cache_limit ", ctx.budget->limit(), "\n");
   }
+  const Tree::CacheStats c = ctx.tree->GetCacheStats();
+  absl::StrAppend(&out, "dirs_listed ", c.dirs_listed, "\n",
+                  "blocks_fetched ", c.blocks_fetched, "\n",
+                  "bytes_fetched ", c.bytes_fetched, "\n",
+                  "readahead_blocks ", c.readahead_blocks, "\n",
+                  "blocks_evicted ", c.blocks_evicted, "\n");
   if (ctx.log != nullptr) {
     const MutationLog::Backlog b = ctx.log->GetBacklog();
     absl::StrAppend(&out, "dirty_bytes ", b.dirty_bytes, "\n",

@@ -1449,20 +1449,36 @@ absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
 
   pb::ListDirectoryResponse response;
   absl::MutexLock l(&mu_);
+  // The ids this listing would bind. A hard link of a file bound already
+  // keeps its id; everything else takes a new one.
+  auto known_link = [&](const struct stat& st)
+                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> uint64_t {
+    if (S_ISDIR(st.st_mode) || st.st_nlink <= 1) return 0;
+    const auto inode = std::make_pair(st.st_dev, st.st_ino);
+    auto it = inode_ids_.find(inode);
+    if (it == inode_ids_.end() && !unindexed_bindings_.empty()) {
+      IndexBoundFilesLocked();
+      it = inode_ids_.find(inode);
+    }
+    return it != inode_ids_.end() && ids_.Contains(it->second) ? it->second
+                                                               : 0;
+  };
+  if (request.max_new_ids() > 0) {
+    uint64_t needed = 0;
+    for (const Found& f : found) {
+      if (known_link(f.st) == 0) ++needed;
+    }
+    if (needed > request.max_new_ids()) {
+      response.set_ids_needed(needed);
+      return response;
+    }
+  }
   uint64_t next = request.first_child_id();
   for (Found& f : found) {
     const std::string& name = f.entry.name();
     const bool shared = !S_ISDIR(f.st.st_mode) && f.st.st_nlink > 1;
     const auto inode = std::make_pair(f.st.st_dev, f.st.st_ino);
-    uint64_t id = 0;
-    if (shared) {
-      auto it = inode_ids_.find(inode);
-      if (it == inode_ids_.end() && !unindexed_bindings_.empty()) {
-        IndexBoundFilesLocked();
-        it = inode_ids_.find(inode);
-      }
-      if (it != inode_ids_.end() && ids_.Contains(it->second)) id = it->second;
-    }
+    uint64_t id = known_link(f.st);
     if (id == 0) {
       id = next++;
       if (ids_.Contains(id) && !ids_.HasLink(id, dir_id, name)) {

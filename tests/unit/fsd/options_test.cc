@@ -21,7 +21,7 @@ TEST(OptionsTest, DefaultsAreConsistent) {
   EXPECT_EQ(r.options->cache_size_mb, 512u);
   EXPECT_EQ(r.options->block_size_kb, 1024u);
   EXPECT_LE(r.options->cache_max_write_size_mb, r.options->cache_size_mb);
-  EXPECT_FALSE(r.options->lazy_load);  // this build loads eagerly
+  EXPECT_TRUE(r.options->lazy_load);
   EXPECT_FALSE(r.options->has_mirror());
 }
 
@@ -73,7 +73,6 @@ TEST(OptionsTest, BadInputExitsTwoWithOneLineNamingTheProblem) {
       {{"/tmp", "--cache-size", "64", "--cache-max-write-size", "65"},
        "--cache-max-write-size"},
       {{"/tmp", "--lazy-load", "maybe"}, "--lazy-load"},
-      {{"/tmp", "--lazy-load", "true"}, "--lazy-load"},
       {{"/tmp", "--mirror", "ftp://x/y"}, "--mirror"},
       {{"/tmp", "--mirror", "file://rel"}, "--mirror"},
       {{"/tmp", "--mirror", "http://127.0.0.1:1"}, "http"},

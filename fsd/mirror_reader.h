@@ -1,0 +1,34 @@
+// What the Tree reads from the mirror on demand: listings of directories it
+// has not loaded yet and blocks of files it does not hold (lazy loading and
+// eviction). MirrorClient implements it over the agent's connection.
+//
+// Thread-safe; calls block until the agent answers (or gives up) and are
+// made with no lock of the Tree's held.
+#ifndef MEMFUSE_FSD_MIRROR_READER_H_
+#define MEMFUSE_FSD_MIRROR_READER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "mirror.pb.h"
+
+namespace memfuse::fsd {
+
+class MirrorReader {
+ public:
+  virtual ~MirrorReader() = default;
+
+  // Up to `length` bytes at `offset` of file `id` (fewer at its end).
+  virtual absl::StatusOr<std::string> ReadBlock(uint64_t id, uint64_t offset,
+                                                uint64_t length) = 0;
+
+  // The entries of directory `id`, new ones bound to ids from `first_id`
+  // on, at most `max_new_ids` of them (else the response's ids_needed).
+  virtual absl::StatusOr<::memfuse::mirror::v1::ListDirectoryResponse>
+  ListDirectory(uint64_t id, uint64_t first_id, uint64_t max_new_ids) = 0;
+};
+
+}  // namespace memfuse::fsd
+
+#endif  // MEMFUSE_FSD_MIRROR_READER_H_

@@ -1,0 +1,420 @@
+// The Tree's side of lazy loading and eviction: listing directories and
+// fetching blocks from the mirror on demand, one fetch per object at a time
+// and never under a lock; making room in the cache by evicting clean blocks;
+// readahead for sequential readers; the background prefetch of --lazy-load
+// false.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "fsd/tree.h"
+#include "glog/logging.h"
+
+namespace memfuse::fsd {
+namespace {
+
+using common::ErrnoStatus;
+
+// Ids set aside for one listing at first; a bigger directory asks again.
+constexpr uint64_t kListingIds = 4096;
+// Threads fetching ahead of sequential readers.
+constexpr int kReadaheadThreads = 4;
+// How far ahead of a sequential reader blocks are fetched.
+constexpr uint64_t kReadaheadBytes = 8 << 20;
+constexpr uint64_t kMaxReadaheadBlocks = 64;
+
+absl::Status MirrorError(const absl::Status& status, std::string_view what) {
+  LOG(ERROR) << "cannot " << what << " from the mirror: " << status;
+  const int err = common::StatusToErrno(status);
+  // ENOSPC (no room in the cache) and ENOENT-like answers keep their
+  // meaning; a broken connection or agent is an I/O error for the program.
+  return ErrnoStatus(err == ENOSPC ? ENOSPC : EIO);
+}
+
+}  // namespace
+
+Tree::~Tree() { StopMirrorReads(); }
+
+void Tree::StopMirrorReads() {
+  {
+    absl::MutexLock l(&readahead_mu_);
+    readahead_stop_ = true;
+  }
+  for (std::thread& t : readahead_threads_) t.join();
+  readahead_threads_.clear();
+}
+
+void Tree::SetMirrorReader(MirrorReader* reader) {
+  reader_ = reader;
+  for (int i = 0; i < kReadaheadThreads; ++i) {
+    readahead_threads_.emplace_back([this] { ReadaheadLoop(); });
+  }
+}
+
+Tree::CacheStats Tree::GetCacheStats() const {
+  CacheStats stats;
+  stats.dirs_listed = dirs_listed_.load(std::memory_order_relaxed);
+  stats.blocks_fetched = blocks_fetched_.load(std::memory_order_relaxed);
+  stats.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
+  stats.blocks_evicted = cache_.evicted_blocks();
+  stats.readahead_blocks = readahead_blocks_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+// --- Listing --------------------------------------------------------------
+
+absl::Status Tree::EnsureListed(fuse_ino_t ino) {
+  if (reader_ == nullptr) return absl::OkStatus();
+  {
+    absl::ReaderMutexLock l(&mu_);
+    auto it = table_.find(ino);
+    if (it == table_.end() || !it->second->unlisted) return absl::OkStatus();
+  }
+  return ListNow(ino);
+}
+
+absl::Status Tree::ListNow(fuse_ino_t ino) {
+  std::shared_ptr<Flight> flight;
+  bool mine = false;
+  {
+    absl::MutexLock l(&flights_mu_);
+    auto [it, added] = dir_flights_.try_emplace(ino);
+    if (added) it->second = std::make_shared<Flight>();
+    flight = it->second;
+    mine = added;
+  }
+  if (!mine) {
+    flight->done.WaitForNotification();
+    return flight->status;
+  }
+  absl::Status status;
+  uint64_t ids = kListingIds;
+  while (true) {
+    fuse_ino_t first;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = table_.find(ino);
+      if (it == table_.end() || !it->second->unlisted) break;
+      first = next_ino_;
+      next_ino_ += ids;
+    }
+    absl::StatusOr<pb::ListDirectoryResponse> listing =
+        reader_->ListDirectory(ino, first, ids);
+    if (!listing.ok()) {
+      status = MirrorError(listing.status(),
+                           absl::StrCat("list directory ", ino));
+      break;
+    }
+    if (listing->ids_needed() > 0) {
+      ids = listing->ids_needed();
+      continue;
+    }
+    absl::MutexLock l(&mu_);
+    // Ids set aside and not bound go back if nothing was created since.
+    if (next_ino_ == first + ids) {
+      next_ino_ = std::max<fuse_ino_t>(first, listing->next_free_id());
+    }
+    auto it = table_.find(ino);
+    if (it == table_.end() || !it->second->unlisted) break;
+    Inode& dir = *it->second;
+    dir.nlink = 2;  // counted again from its subdirectories
+    for (const pb::DirEntry& entry : listing->entries()) {
+      absl::Status loaded = LoadEntryLocked(dir, entry);
+      if (!loaded.ok()) {
+        LOG(WARNING) << "skipped entry '" << entry.name() << "' of directory "
+                     << ino << " of the mirror: " << loaded;
+      }
+    }
+    dir.unlisted = false;
+    dirs_listed_.fetch_add(1, std::memory_order_relaxed);
+    break;
+  }
+  {
+    absl::MutexLock l(&flights_mu_);
+    dir_flights_.erase(ino);
+  }
+  flight->status = status;
+  flight->done.Notify();
+  return status;
+}
+
+std::vector<fuse_ino_t> Tree::SubdirectoriesOf(fuse_ino_t ino) {
+  std::vector<fuse_ino_t> out;
+  absl::ReaderMutexLock l(&mu_);
+  auto it = table_.find(ino);
+  if (it == table_.end() || !it->second->is_dir()) return out;
+  const Directory& dir = *it->second->dir;
+  for (auto e = dir.After(0); e != dir.end(); ++e) {
+    auto child = table_.find(e->second.ino);
+    if (child != table_.end() && child->second->is_dir()) {
+      out.push_back(e->second.ino);
+    }
+  }
+  return out;
+}
+
+absl::Status Tree::PrepareVictim(fuse_ino_t parent, std::string_view name) {
+  if (reader_ == nullptr) return absl::OkStatus();
+  InodePtr victim;
+  {
+    absl::ReaderMutexLock l(&mu_);
+    auto dir = table_.find(parent);
+    if (dir == table_.end() || !dir->second->is_dir()) {
+      return absl::OkStatus();
+    }
+    const fuse_ino_t ino = dir->second->dir->Find(name);
+    if (ino == 0) return absl::OkStatus();
+    victim = table_.at(ino);
+    if (victim->is_dir()) {
+      if (!victim->unlisted) return absl::OkStatus();
+    } else if (!victim->is_reg() || victim->nlink != 1 ||
+               victim->open_count.load() == 0) {
+      return absl::OkStatus();
+    }
+  }
+  if (victim->is_dir()) return ListNow(victim->ino);
+  victim->pinned.store(true);
+  // An open file about to lose its last name: the mirror drops its bytes
+  // with the name, so the ones not in memory are fetched now. If the cache
+  // cannot hold them the unlink goes on and reads of them fail with EIO.
+  std::vector<FileData::Missing> missing;
+  {
+    absl::ReaderMutexLock il(&victim->mu);
+    victim->data.FindMissing(block_size_, 0, victim->size,
+                             /*edges_only=*/false, &missing);
+  }
+  if (missing.empty()) return absl::OkStatus();
+  absl::Status fetched = Fetch(victim, missing, Room::kEvictOrWait);
+  if (!fetched.ok()) {
+    LOG(ERROR) << "file " << victim->ino
+               << " is open and loses its last name, but its bytes could "
+                  "not all be read from the mirror first: "
+               << fetched;
+  }
+  return absl::OkStatus();
+}
+
+// --- Blocks ---------------------------------------------------------------
+
+absl::Status Tree::Fetch(const InodePtr& inode,
+                         const std::vector<FileData::Missing>& wanted,
+                         Room how) {
+  absl::Status first_error;
+  for (const FileData::Missing& m : wanted) {
+    absl::Status s = FetchOne(inode, m, how);
+    if (!s.ok() && first_error.ok()) first_error = s;
+  }
+  return first_error;
+}
+
+absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
+                            Room how) {
+  const auto key = std::make_pair(inode->ino, m.index);
+  std::shared_ptr<Flight> flight;
+  bool mine = false;
+  {
+    absl::MutexLock l(&flights_mu_);
+    auto [it, added] = block_flights_.try_emplace(key);
+    if (added) it->second = std::make_shared<Flight>();
+    flight = it->second;
+    mine = added;
+  }
+  if (!mine) {
+    flight->done.WaitForNotification();
+    return flight->status;
+  }
+  absl::Status status = [&]() -> absl::Status {
+    absl::StatusOr<BudgetRoom> room =
+        ReserveCache(FileData::ChargeFor(m.length, block_size_), how);
+    if (!room.ok()) return room.status();
+    absl::StatusOr<std::string> bytes =
+        reader_->ReadBlock(inode->ino, m.index * block_size_, m.length);
+    if (!bytes.ok()) {
+      return MirrorError(bytes.status(),
+                         absl::StrCat("read block ", m.index, " of file ",
+                                      inode->ino));
+    }
+    blocks_fetched_.fetch_add(1, std::memory_order_relaxed);
+    bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    absl::MutexLock il(&inode->mu);
+    // Not installed when the block changed meanwhile (written whole,
+    // truncated away): the caller looks again.
+    inode->data.Install(block_size_, m, *bytes, &*room);
+    return absl::OkStatus();
+  }();
+  {
+    absl::MutexLock l(&flights_mu_);
+    block_flights_.erase(key);
+  }
+  flight->status = status;
+  flight->done.Notify();
+  return status;
+}
+
+BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,
+                                           uint64_t* freed) {
+  if (!inode.mu.TryLock()) return BlockCache::Verdict::kKeep;
+  bool resident = false;
+  BlockCache::Verdict verdict = BlockCache::Verdict::kKeep;
+  // Read back from the mirror later, so the mirror must have every byte of
+  // it: the file still has a name there, nothing of the block is waiting
+  // to be sent or acknowledged, no size change is pending, and the mirror
+  // never refused the file's data.
+  if (!inode.data.TestAndClearReferenced(index, &resident) && resident &&
+      inode.linked && !inode.pinned.load(std::memory_order_relaxed) &&
+      log_->IsBlockClean(inode.ino, index)) {
+    *freed = inode.data.EvictForCache(index);
+    verdict = BlockCache::Verdict::kEvicted;
+  }
+  inode.mu.Unlock();
+  return verdict;
+}
+
+absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
+  const uint64_t limit = budget_->limit();
+  if (bytes > limit) return ErrnoStatus(ENOSPC);
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0;; ++round) {
+    if (budget_->TryReserve(bytes)) return BudgetRoom(budget_, bytes);
+    if (log_ == nullptr || how == Room::kFreeOnly) return ErrnoStatus(ENOSPC);
+    const uint64_t used = budget_->used();
+    const uint64_t short_by = used + bytes > limit ? used + bytes - limit : 0;
+    // A little more than needed, so that the next few do not sweep again.
+    const uint64_t want = std::max(short_by, std::min<uint64_t>(
+                                                 limit / 64, 4 * block_size_));
+    const uint64_t freed = cache_.Evict(
+        want, [this](const InodePtr& inode, uint64_t index, uint64_t* freed) {
+          return JudgeForEviction(*inode, index, freed);
+        });
+    if (freed > 0) continue;
+    if (how != Room::kEvictOrWait) return ErrnoStatus(ENOSPC);
+    // Nothing evictable now. Dirty blocks become clean as the mirror
+    // acknowledges them, and room others hold comes back: wait while that
+    // can happen, give up once it cannot.
+    const bool dirty = log_->GetBacklog().dirty_bytes > 0;
+    if (!dirty && std::chrono::steady_clock::now() - start >
+                      std::chrono::milliseconds(200)) {
+      return ErrnoStatus(ENOSPC);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(round < 10 ? 1 : 5));
+  }
+}
+
+// --- Readahead ------------------------------------------------------------
+
+void Tree::Readahead(const InodePtr& inode, uint64_t offset, uint64_t length) {
+  const uint64_t end = offset + length;
+  const uint64_t previous = inode->read_end.exchange(end);
+  // Sequential, give or take the kernel's own readahead arriving out of
+  // order on several threads.
+  const uint64_t slack = std::max<uint64_t>(2 * block_size_, 4 << 20);
+  if (offset != 0 && (offset + slack < previous || offset > previous + slack)) {
+    return;
+  }
+  const uint64_t blocks = std::clamp<uint64_t>(
+      kReadaheadBytes / block_size_, 2, kMaxReadaheadBlocks);
+  const uint64_t first = (end + block_size_ - 1) / block_size_;
+  std::vector<FileData::Missing> missing;
+  {
+    absl::ReaderMutexLock il(&inode->mu);
+    if (first * block_size_ >= inode->size) return;
+    const uint64_t stop =
+        std::min(inode->size, (first + blocks) * block_size_);
+    inode->data.FindMissing(block_size_, first * block_size_,
+                            stop - first * block_size_,
+                            /*edges_only=*/false, &missing);
+  }
+  if (missing.empty()) return;
+  {
+    absl::MutexLock l(&flights_mu_);
+    std::erase_if(missing, [&](const FileData::Missing& m)
+                               ABSL_EXCLUSIVE_LOCKS_REQUIRED(flights_mu_) {
+                                 return block_flights_.contains(
+                                     std::make_pair(inode->ino, m.index));
+                               });
+  }
+  absl::MutexLock l(&readahead_mu_);
+  for (const FileData::Missing& m : missing) {
+    readahead_queue_.emplace_back(inode, m);
+  }
+}
+
+void Tree::ReadaheadLoop() {
+  while (true) {
+    std::pair<std::weak_ptr<Inode>, FileData::Missing> job;
+    {
+      absl::MutexLock l(&readahead_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(readahead_mu_) {
+        return readahead_stop_ || !readahead_queue_.empty();
+      };
+      readahead_mu_.Await(absl::Condition(&ready));
+      if (readahead_stop_) return;
+      job = std::move(readahead_queue_.front());
+      readahead_queue_.pop_front();
+    }
+    InodePtr inode = job.first.lock();
+    if (inode == nullptr) continue;
+    {
+      FileData::Missing now;
+      absl::ReaderMutexLock il(&inode->mu);
+      if (!inode->data.IsMissing(block_size_, job.second.index, &now) ||
+          now.gen != job.second.gen) {
+        continue;
+      }
+    }
+    // Never waits for room: readahead is worth only what is clean.
+    if (FetchOne(inode, job.second, Room::kEvict).ok()) {
+      readahead_blocks_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// --- Prefetch (--lazy-load false) -----------------------------------------
+
+uint64_t Tree::PrefetchAll(
+    const std::atomic<bool>& stop,
+    absl::FunctionRef<void(uint64_t done, uint64_t total)> progress) {
+  std::vector<InodePtr> files;
+  {
+    absl::ReaderMutexLock l(&mu_);
+    for (const auto& [ino, inode] : table_) {
+      if (inode->is_reg()) files.push_back(inode);
+    }
+  }
+  uint64_t total = 0;
+  std::vector<std::vector<FileData::Missing>> missing(files.size());
+  for (size_t i = 0; i < files.size(); ++i) {
+    absl::ReaderMutexLock il(&files[i]->mu);
+    files[i]->data.FindMissing(block_size_, 0, files[i]->size,
+                               /*edges_only=*/false, &missing[i]);
+    for (const FileData::Missing& m : missing[i]) total += m.length;
+  }
+  uint64_t done = 0;
+  auto next_report = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < files.size(); ++i) {
+    for (const FileData::Missing& m : missing[i]) {
+      if (stop.load()) return done;
+      // Only into free room: prefetching never evicts what is there.
+      absl::Status s = FetchOne(files[i], m, Room::kFreeOnly);
+      if (!s.ok()) {
+        if (common::StatusToErrno(s) == ENOSPC) {
+          progress(done, total);
+          return done;  // the cache is full
+        }
+        continue;
+      }
+      done += m.length;
+      if (std::chrono::steady_clock::now() >= next_report) {
+        progress(done, total);
+        next_report += std::chrono::seconds(1);
+      }
+    }
+  }
+  progress(done, total);
+  return done;
+}
+
+}  // namespace memfuse::fsd
