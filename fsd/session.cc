@@ -180,8 +180,13 @@ absl::Status RunSession(const Options& options, ops::Context* ctx) {
       !hooked.ok()) {
     return hooked;
   }
-  RaiseWritebackLimit(options.mountpoint,
-                      std::min<uint64_t>(options.cache_bytes(), 512 << 20));
+  // With a mirror, pages the kernel holds dirty are not mirrored yet
+  // either: they are bounded by the write limit like fsd's own.
+  uint64_t writeback = std::min<uint64_t>(options.cache_bytes(), 512 << 20);
+  if (options.has_mirror()) {
+    writeback = std::min(writeback, options.write_limit_bytes());
+  }
+  RaiseWritebackLimit(options.mountpoint, writeback);
   LOG(INFO) << "mounted on " << options.mountpoint << " (cache "
             << options.cache_size_mb << " MB, block " << options.block_size_kb
             << " KB, "

@@ -10,9 +10,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
@@ -47,6 +50,22 @@ std::map<std::string, uint64_t> Status(const std::string& mount) {
   return status;
 }
 
+// The kernel's limit on dirty pages of the mount at `path`, from its bdi
+// (named by the device number in mountinfo); nullopt if not found.
+std::optional<uint64_t> BdiMaxBytes(const std::string& path) {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line, device;
+  while (std::getline(mountinfo, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() >= 5 && fields[4] == path) device = fields[2];
+  }
+  if (device.empty()) return std::nullopt;
+  std::ifstream knob(absl::StrCat("/sys/class/bdi/", device, "/max_bytes"));
+  uint64_t bytes = 0;
+  if (!(knob >> bytes)) return std::nullopt;
+  return bytes;
+}
+
 bool WriteAll(int fd, const std::string& data, off_t offset) {
   size_t done = 0;
   while (done < data.size()) {
@@ -71,6 +90,14 @@ TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
   std::map<std::string, uint64_t> status = Status(mount());
   ASSERT_EQ(status["dirty_limit"], kLimitMiB * kMiB)
       << "no user.memfuse.status on the root";
+  // Pages the kernel holds dirty are not mirrored either: its buffer for
+  // the mount is capped by the same limit (which the kernel keeps as a
+  // fraction of memory, rounded).
+  std::optional<uint64_t> bdi = BdiMaxBytes(mount());
+  if (bdi.has_value()) {
+    EXPECT_LE(*bdi, kLimitMiB * kMiB * 102 / 100);
+    EXPECT_GE(*bdi, kLimitMiB * kMiB * 98 / 100);
+  }
 
   // Another file, mirrored before the writer starts.
   const std::string other = mount() + "/other";
