@@ -1,9 +1,12 @@
 #include "fsd/file_data.h"
 
 #include <cerrno>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
+#include "fsd/inode.h"
 #include "gtest/gtest.h"
 
 namespace memfuse::fsd {
@@ -99,6 +102,126 @@ TEST_F(FileDataTest, AllocateReservesUpFront) {
   std::string payload(4 * kBlock, 'w');
   EXPECT_TRUE(data.Write(kBlock, 0, payload.data(), payload.size()).ok());
   EXPECT_EQ(ReadAll(data, 0, 4 * kBlock), payload);
+}
+
+// --- Blocks the mirror holds (lazy loading, eviction) ---
+
+std::string Bytes(char c, uint64_t n) { return std::string(n, c); }
+
+TEST_F(FileDataTest, BlocksBelowTheMirrorExtentAreMissingUntilInstalled) {
+  FileData data(&budget_);
+  data.SetMirrorExtent(2 * kBlock + 10);
+  std::vector<FileData::Missing> missing;
+  data.FindMissing(kBlock, 0, 2 * kBlock + 10, /*edges_only=*/false,
+                   &missing);
+  ASSERT_EQ(missing.size(), 3u);
+  EXPECT_EQ(missing[2].index, 2u);
+  EXPECT_EQ(missing[2].length, 10u);
+  EXPECT_EQ(budget_.used(), 0u);  // nothing in memory yet
+
+  BudgetRoom room(&budget_, 0);
+  ASSERT_TRUE(budget_.TryReserve(kBlock));
+  room = BudgetRoom(&budget_, kBlock);
+  EXPECT_TRUE(data.Install(kBlock, missing[1], Bytes('b', kBlock), &room));
+  EXPECT_EQ(room.bytes(), 0u);
+  EXPECT_EQ(ReadAll(data, kBlock, kBlock), Bytes('b', kBlock));
+  // Installed once: a second fetch of the same block is not taken.
+  EXPECT_FALSE(data.Install(kBlock, missing[1], Bytes('X', kBlock), nullptr));
+  EXPECT_EQ(ReadAll(data, kBlock, 4), "bbbb");
+
+  // A write of a whole block replaces it without a fetch; a partial one
+  // needs the mirror's bytes first.
+  missing.clear();
+  data.FindMissing(kBlock, 0, kBlock, /*edges_only=*/true, &missing);
+  EXPECT_TRUE(missing.empty());
+  data.FindMissing(kBlock, 5, 10, /*edges_only=*/true, &missing);
+  ASSERT_EQ(missing.size(), 1u);
+  EXPECT_EQ(missing[0].index, 0u);
+  // The last block: writing all of the 10 bytes the mirror has is enough.
+  missing.clear();
+  data.FindMissing(kBlock, 2 * kBlock, 20, /*edges_only=*/true, &missing);
+  EXPECT_TRUE(missing.empty());
+}
+
+TEST_F(FileDataTest, AFetchThatRacedAWriteAndAnEvictionIsDropped) {
+  BlockCache cache;
+  FileData data(&budget_, &cache);
+  data.SetMirrorExtent(kBlock);
+  FileData::Missing stale;
+  ASSERT_TRUE(data.IsMissing(kBlock, 0, &stale));
+  // Meanwhile: written whole, then evicted once the mirror had it.
+  ASSERT_TRUE(data.Write(kBlock, 0, Bytes('n', kBlock).data(), kBlock).ok());
+  EXPECT_EQ(data.EvictForCache(0), kBlock);
+  EXPECT_EQ(budget_.used(), 0u);
+  // The old fetch (of the old bytes) must not land.
+  EXPECT_FALSE(data.Install(kBlock, stale, Bytes('o', kBlock), nullptr));
+  FileData::Missing fresh;
+  ASSERT_TRUE(data.IsMissing(kBlock, 0, &fresh));
+  EXPECT_NE(fresh.gen, stale.gen);
+  EXPECT_TRUE(data.Install(kBlock, fresh, Bytes('n', kBlock), nullptr));
+  EXPECT_EQ(ReadAll(data, 0, 3), "nnn");
+}
+
+TEST_F(FileDataTest, TruncatingAMissingBlockHidesTheMirrorsOldTail) {
+  FileData data(&budget_);
+  data.SetMirrorExtent(kBlock);
+  data.Truncate(kBlock, 100);
+  FileData::Missing m;
+  ASSERT_TRUE(data.IsMissing(kBlock, 0, &m));
+  EXPECT_EQ(m.length, 100u);
+  // The mirror may still have the old bytes past 100; they never show.
+  EXPECT_TRUE(data.Install(kBlock, m, Bytes('m', kBlock), nullptr));
+  EXPECT_EQ(ReadAll(data, 98, 4), std::string("mm\0\0", 4));
+
+  // Evicted, then truncated further: the same.
+  ASSERT_EQ(data.EvictForCache(0), 128u);
+  data.Truncate(kBlock, 50);
+  ASSERT_TRUE(data.IsMissing(kBlock, 0, &m));
+  EXPECT_EQ(m.length, 50u);
+}
+
+TEST_F(FileDataTest, PunchingAMissingBlockWholeMakesAHole) {
+  FileData data(&budget_);
+  data.SetMirrorExtent(3 * kBlock);
+  data.PunchHole(kBlock, kBlock, kBlock);
+  FileData::Missing m;
+  EXPECT_TRUE(data.IsMissing(kBlock, 0, &m));
+  EXPECT_FALSE(data.IsMissing(kBlock, 1, &m));
+  EXPECT_TRUE(data.IsMissing(kBlock, 2, &m));
+  EXPECT_EQ(ReadAll(data, kBlock, 8), Bytes('\0', 8));
+}
+
+TEST_F(FileDataTest, TheCacheSweepGivesReferencedBlocksASecondChance) {
+  BlockCache cache;
+  auto inode = std::make_shared<Inode>(7, S_IFREG | 0644, &budget_, &cache);
+  FileData& data = inode->data;
+  data.SetOwner(inode);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(
+        data.Write(kBlock, i * kBlock, Bytes('a' + i, kBlock).data(), kBlock)
+            .ok());
+  }
+  EXPECT_EQ(cache.size(), 4u);
+  // Blocks 0..3 were all referenced when written; read block 2 again
+  // after a first sweep cleared the bits.
+  auto judge = [&](const std::shared_ptr<Inode>&, uint64_t index,
+                   uint64_t* freed) {
+    bool resident = false;
+    if (data.TestAndClearReferenced(index, &resident) || !resident) {
+      return BlockCache::Verdict::kKeep;
+    }
+    *freed = data.EvictForCache(index);
+    return BlockCache::Verdict::kEvicted;
+  };
+  EXPECT_EQ(cache.Evict(kBlock, judge), kBlock);  // clears all, evicts one
+  EXPECT_EQ(cache.size(), 3u);
+  FileData::Missing m;
+  EXPECT_TRUE(data.IsMissing(kBlock, 0, &m));  // the oldest went first
+  EXPECT_EQ(ReadAll(data, 2 * kBlock, 1), "c");
+  EXPECT_EQ(cache.Evict(2 * kBlock, judge), 2 * kBlock);
+  EXPECT_FALSE(data.IsMissing(kBlock, 2, &m)) << "the block just read went";
+  EXPECT_EQ(cache.evicted_blocks(), 3u);
+  EXPECT_EQ(budget_.used(), kBlock);
 }
 
 }  // namespace

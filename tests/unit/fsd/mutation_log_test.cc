@@ -255,5 +255,29 @@ TEST(MutationLogDirtyTest, WritersWaitForRoomUntilAcksFreeIt) {
   late.join();
 }
 
+TEST_F(MutationLogTest, ABlockIsCleanOnlyWhenTheMirrorHasItsBytes) {
+  auto file = NewFile(7);
+  log_.Append(Create(1, "f", 7));
+  log_.AppendWrite(file, 0, 10);
+  EXPECT_FALSE(log_.IsBlockClean(7, 0)) << "written, not acknowledged";
+  EXPECT_TRUE(log_.IsBlockClean(7, 1)) << "another block";
+  log_.Acked(AckOf(2));
+  EXPECT_TRUE(log_.IsBlockClean(7, 0));
+
+  // A size change not yet applied: the mirror's bytes past it may differ.
+  pb::Mutation truncate;
+  truncate.mutable_set_attr()->mutable_attr()->set_id(7);
+  truncate.mutable_set_attr()->set_mask(FUSE_SET_ATTR_SIZE);
+  const uint64_t seq = log_.Append(truncate);
+  EXPECT_FALSE(log_.IsBlockClean(7, 0));
+  log_.Acked(AckOf(seq));
+  EXPECT_TRUE(log_.IsBlockClean(7, 0));
+
+  // Data the mirror refused for good is never only there.
+  log_.AppendWrite(file, 0, 10);
+  log_.Acked(AckOf(seq + 1, EIO));
+  EXPECT_FALSE(log_.IsBlockClean(7, 0));
+}
+
 }  // namespace
 }  // namespace memfuse::fsd

@@ -801,6 +801,33 @@ TEST_F(LocalBackendTest, SyncRecordsTheSeq) {
   EXPECT_EQ(Handshake(kSession).last_applied_seq(), 6u);
 }
 
+TEST_F(LocalBackendTest, AListingOverItsIdsBindsNothingAndSaysHowMany) {
+  fs::create_directories(M("d"));
+  WriteFile(M("d/x"), "x");
+  WriteFile(M("d/y"), "y");
+  WriteFile(M("z"), "z");
+
+  pb::ListDirectoryRequest request;
+  request.set_id(kRoot);
+  request.set_first_child_id(10);
+  request.set_max_new_ids(1);
+  absl::StatusOr<pb::ListDirectoryResponse> r =
+      backend_->ListDirectory(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ids_needed(), 2u);
+  EXPECT_EQ(r->entries_size(), 0);
+
+  // Nothing was bound: the same ids are free for the real listing.
+  request.set_max_new_ids(2);
+  r = backend_->ListDirectory(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ids_needed(), 0u);
+  ASSERT_EQ(r->entries_size(), 2);
+  EXPECT_EQ(r->entries(0).attr().id(), 10u);
+  EXPECT_EQ(r->entries(1).attr().id(), 11u);
+  EXPECT_EQ(r->next_free_id(), 12u);
+}
+
 TEST_F(LocalBackendTest, ListsDirectoriesWithIdsHardLinksAndXattrs) {
   fs::create_directories(M("b/sub"));
   WriteFile(M("a"), "aaa");
