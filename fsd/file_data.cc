@@ -5,6 +5,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <sys/mman.h>
 
@@ -21,27 +22,33 @@ uint64_t CapacityFor(uint64_t needed, uint64_t block_size) {
   return std::max(kMinCapacity, std::bit_ceil(needed));
 }
 
+// Buffers of this size and more are mappings of their own.
+constexpr uint64_t kMapFrom = 64 << 10;
+
+}  // namespace
+
 // A buffer of `size` bytes, not initialized. Big ones are faulted in with
 // one madvise instead of a page fault per 4 KiB page, which is most of the
 // cost of writing a fresh block.
-std::unique_ptr<char[]> NewBuffer(uint64_t size) {
-  std::unique_ptr<char[]> bytes = std::make_unique_for_overwrite<char[]>(size);
-  constexpr uint64_t kPopulateFrom = 64 << 10;
-  if (size >= kPopulateFrom) {
-    const uintptr_t page = 4096;
-    const uintptr_t start =
-        (reinterpret_cast<uintptr_t>(bytes.get()) + page - 1) & ~(page - 1);
-    const uintptr_t end =
-        (reinterpret_cast<uintptr_t>(bytes.get()) + size) & ~(page - 1);
-    // Best effort: on failure the pages fault in one by one as usual.
-    if (end > start) {
-      madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE);
-    }
+FileData::Buffer FileData::NewBuffer(uint64_t size) {
+  if (size < kMapFrom) {
+    return Buffer(new char[size], BufferDeleter(size));
   }
-  return bytes;
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  // Best effort: on failure the pages fault in one by one as usual.
+  madvise(p, size, MADV_POPULATE_WRITE);
+  return Buffer(static_cast<char*>(p), BufferDeleter(size));
 }
 
-}  // namespace
+void FileData::BufferDeleter::operator()(char* p) const {
+  if (size < kMapFrom) {
+    delete[] p;
+  } else {
+    munmap(p, size);
+  }
+}
 
 FileData::~FileData() { Clear(); }
 
@@ -71,7 +78,7 @@ void FileData::Grow(uint64_t index, Block& block, uint64_t new_capacity,
                     bool overwrite_all) {
   if (block.bytes != nullptr && new_capacity <= block.capacity) return;
   new_capacity = std::max<uint64_t>(new_capacity, block.capacity);
-  std::unique_ptr<char[]> bytes = NewBuffer(new_capacity);
+  Buffer bytes = NewBuffer(new_capacity);
   const uint64_t kept = block.bytes != nullptr ? block.capacity : 0;
   if (!overwrite_all) {
     if (kept > 0) std::memcpy(bytes.get(), block.bytes.get(), kept);
@@ -93,7 +100,7 @@ void FileData::Reserve(Block& block, uint64_t new_capacity) {
   if (block.bytes != nullptr) {
     // Only reached for a resident block, whose index the caller knows;
     // growing it in place keeps its cache entry.
-    std::unique_ptr<char[]> bytes = NewBuffer(new_capacity);
+    Buffer bytes = NewBuffer(new_capacity);
     std::memcpy(bytes.get(), block.bytes.get(), block.capacity);
     std::memset(bytes.get() + block.capacity, 0,
                 new_capacity - block.capacity);

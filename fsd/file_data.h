@@ -115,6 +115,18 @@ class FileData {
   void Clear();
 
  private:
+  // Big buffers are mappings of their own, so that freeing one (eviction)
+  // returns its memory to the system at once instead of leaving it in a
+  // malloc arena; small ones come from malloc.
+  struct BufferDeleter {
+    constexpr BufferDeleter() noexcept : size(0) {}
+    explicit constexpr BufferDeleter(uint64_t size) noexcept : size(size) {}
+    void operator()(char* p) const;
+    uint64_t size;
+  };
+  using Buffer = std::unique_ptr<char[], BufferDeleter>;
+  static Buffer NewBuffer(uint64_t size);
+
   // `capacity` bytes are charged to the budget; `bytes` holds them, or is
   // null for a block fallocate reserved that nothing wrote yet (it reads as
   // zeros and gets its memory on first write, already paid for).
@@ -123,7 +135,7 @@ class FileData {
   // is not zero (evicted; `gen` names this eviction), else a hole. Blocks
   // with no entry below the mirror extent are missing too (gen 0).
   struct Block {
-    std::unique_ptr<char[]> bytes;
+    Buffer bytes;
     uint32_t capacity = 0;
     uint32_t mirror_length = 0;
     uint64_t gen = 0;

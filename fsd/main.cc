@@ -17,11 +17,11 @@
 #include "glog/logging.h"
 
 int main(int argc, char** argv) {
-  // Blocks are big allocations freed on eviction. With glibc's sliding mmap
-  // threshold they would land in per-thread heaps that keep the memory
-  // after it is freed, so resident memory would pass --cache-size; a fixed
-  // threshold gives every block its own mapping, returned when it goes.
-  mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  // Up to 64 FUSE threads, each of which would get a malloc arena of its
+  // own that keeps what was freed in it (gRPC's and protobuf's message
+  // buffers): a few arenas keep fsd's memory near --cache-size. Blocks
+  // themselves are mappings of their own (FileData::NewBuffer).
+  mallopt(M_ARENA_MAX, 2);
   using namespace memfuse::fsd;
   ParseResult parsed = ParseOptions(argc, argv);
   if (!parsed.options) {
