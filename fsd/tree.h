@@ -256,8 +256,15 @@ class Tree {
   // waiting for the mirror when none is clean; only evicting; or only with
   // what is free.
   enum class Room { kEvictOrWait, kEvict, kFreeOnly };
+  // Runs `work` for `key`, unless a run for it is in flight already: then
+  // waits for that one and returns its result.
+  template <typename Key, typename Work>
+  absl::Status OnceInFlight(
+      absl::flat_hash_map<Key, std::shared_ptr<Flight>>* flights,
+      const Key& key, Work work) ABSL_LOCKS_EXCLUDED(flights_mu_);
   // Lists `ino` from the mirror now (one listing in flight per directory).
   absl::Status ListNow(fuse_ino_t ino);
+  absl::Status ListOnce(fuse_ino_t ino);
   // Before `name` in `parent` loses that name: an unlisted directory is
   // listed (its emptiness matters), and an open file losing its last name
   // gets its missing blocks fetched (the mirror is about to drop them).

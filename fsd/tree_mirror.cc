@@ -76,12 +76,15 @@ absl::Status Tree::EnsureListed(fuse_ino_t ino) {
   return ListNow(ino);
 }
 
-absl::Status Tree::ListNow(fuse_ino_t ino) {
+template <typename Key, typename Work>
+absl::Status Tree::OnceInFlight(
+    absl::flat_hash_map<Key, std::shared_ptr<Flight>>* flights,
+    const Key& key, Work work) {
   std::shared_ptr<Flight> flight;
   bool mine = false;
   {
     absl::MutexLock l(&flights_mu_);
-    auto [it, added] = dir_flights_.try_emplace(ino);
+    auto [it, added] = flights->try_emplace(key);
     if (added) it->second = std::make_shared<Flight>();
     flight = it->second;
     mine = added;
@@ -90,6 +93,21 @@ absl::Status Tree::ListNow(fuse_ino_t ino) {
     flight->done.WaitForNotification();
     return flight->status;
   }
+  const absl::Status status = work();
+  {
+    absl::MutexLock l(&flights_mu_);
+    flights->erase(key);
+  }
+  flight->status = status;
+  flight->done.Notify();
+  return status;
+}
+
+absl::Status Tree::ListNow(fuse_ino_t ino) {
+  return OnceInFlight(&dir_flights_, ino, [&] { return ListOnce(ino); });
+}
+
+absl::Status Tree::ListOnce(fuse_ino_t ino) {
   absl::Status status;
   uint64_t ids = kListingIds;
   while (true) {
@@ -132,12 +150,6 @@ absl::Status Tree::ListNow(fuse_ino_t ino) {
     dirs_listed_.fetch_add(1, std::memory_order_relaxed);
     break;
   }
-  {
-    absl::MutexLock l(&flights_mu_);
-    dir_flights_.erase(ino);
-  }
-  flight->status = status;
-  flight->done.Notify();
   return status;
 }
 
@@ -213,20 +225,7 @@ absl::Status Tree::Fetch(const InodePtr& inode,
 absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
                             Room how) {
   const auto key = std::make_pair(inode->ino, m.index);
-  std::shared_ptr<Flight> flight;
-  bool mine = false;
-  {
-    absl::MutexLock l(&flights_mu_);
-    auto [it, added] = block_flights_.try_emplace(key);
-    if (added) it->second = std::make_shared<Flight>();
-    flight = it->second;
-    mine = added;
-  }
-  if (!mine) {
-    flight->done.WaitForNotification();
-    return flight->status;
-  }
-  absl::Status status = [&]() -> absl::Status {
+  return OnceInFlight(&block_flights_, key, [&]() -> absl::Status {
     absl::StatusOr<BudgetRoom> room =
         ReserveCache(FileData::ChargeFor(m.length, block_size_), how);
     if (!room.ok()) return room.status();
@@ -244,14 +243,7 @@ absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
     // truncated away): the caller looks again.
     inode->data.Install(block_size_, m, *bytes, &*room);
     return absl::OkStatus();
-  }();
-  {
-    absl::MutexLock l(&flights_mu_);
-    block_flights_.erase(key);
-  }
-  flight->status = status;
-  flight->done.Notify();
-  return status;
+  });
 }
 
 BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,

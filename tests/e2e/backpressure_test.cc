@@ -34,22 +34,6 @@ constexpr size_t kMiB = 1 << 20;
 constexpr uint64_t kLimitMiB = 4;
 constexpr size_t kWrittenMiB = 10 * kLimitMiB;
 
-// The root's user.memfuse.status, as name -> value.
-std::map<std::string, uint64_t> Status(const std::string& mount) {
-  std::map<std::string, uint64_t> status;
-  char buf[4096];
-  const ssize_t n = getxattr(mount.c_str(), "user.memfuse.status", buf,
-                             sizeof(buf));
-  if (n < 0) return status;
-  for (absl::string_view line :
-       absl::StrSplit(absl::string_view(buf, n), '\n', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-    uint64_t value = 0;
-    if (absl::SimpleAtoi(kv.second, &value)) status[kv.first] = value;
-  }
-  return status;
-}
-
 // The kernel's limit on dirty pages of the mount at `path`, from its bdi
 // (named by the device number in mountinfo); nullopt if not found.
 std::optional<uint64_t> BdiMaxBytes(const std::string& path) {
@@ -87,7 +71,7 @@ TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
       Mount({"--cache-size", "64", "--cache-max-write-size",
              absl::StrCat(kLimitMiB), "--block-size", "64"});
   ASSERT_TRUE(started.ok()) << started;
-  std::map<std::string, uint64_t> status = Status(mount());
+  DaemonStatus status(mount());
   ASSERT_EQ(status["dirty_limit"], kLimitMiB * kMiB)
       << "no user.memfuse.status on the root";
   // Pages the kernel holds dirty are not mirrored either: its buffer for
@@ -127,7 +111,7 @@ TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
   });
   absl::Cleanup join = [&] { writer.join(); };
 
-  ASSERT_TRUE(WaitFor([&] { return Status(mount())["dirty_waits"] > 0; },
+  ASSERT_TRUE(WaitFor([&] { return DaemonStatus(mount())["dirty_waits"] > 0; },
                       std::chrono::seconds(30)))
       << "the writer never waited at the dirty limit";
   // While it waits: a lookup, a listing and a read of the other file that
@@ -147,7 +131,7 @@ TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
   std::move(join).Invoke();
   EXPECT_TRUE(writer_ok) << "a write failed instead of waiting";
   ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(60)));
-  status = Status(mount());
+  status = DaemonStatus(mount());
   EXPECT_LE(status["dirty_peak"], kLimitMiB * kMiB);
   EXPECT_GT(status["dirty_peak"], 0u);
   EXPECT_EQ(status["dirty_bytes"], 0u);

@@ -43,39 +43,6 @@
 namespace memfuse::testing {
 namespace {
 
-// One reading of the root's user.memfuse.status ("name value" lines).
-class DaemonStatus {
- public:
-  explicit DaemonStatus(const std::string& mount) {
-    char buf[8192];
-    const ssize_t n =
-        getxattr(mount.c_str(), "user.memfuse.status", buf, sizeof(buf));
-    if (n < 0) {
-      text_ = absl::StrCat("(getxattr failed: ", ErrnoName(errno), ")");
-      return;
-    }
-    text_.assign(buf, n);
-    for (absl::string_view line :
-         absl::StrSplit(text_, '\n', absl::SkipEmpty())) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-      uint64_t value = 0;
-      if (absl::SimpleAtoi(kv.second, &value)) values_[kv.first] = value;
-    }
-  }
-
-  // nullopt (gtest prints "(nullopt)") when the daemon does not report it.
-  std::optional<uint64_t> operator[](const std::string& name) const {
-    auto it = values_.find(name);
-    if (it == values_.end()) return std::nullopt;
-    return it->second;
-  }
-  const std::string& text() const { return text_; }
-
- private:
-  std::string text_;
-  std::map<std::string, uint64_t> values_;
-};
-
 // Success when the status reports both and `peak` <= `limit`.
 ::testing::AssertionResult AtMost(const DaemonStatus& status,
                                   const std::string& peak,

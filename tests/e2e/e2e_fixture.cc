@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,12 +13,30 @@
 #include <iostream>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tests/testing/posix_compare.h"
 
 namespace memfuse::testing {
+
+DaemonStatus::DaemonStatus(const std::string& mount) {
+  char buf[8192];
+  const ssize_t n =
+      getxattr(mount.c_str(), "user.memfuse.status", buf, sizeof(buf));
+  if (n < 0) {
+    text_ = absl::StrCat("(getxattr failed: ", ErrnoName(errno), ")");
+    return;
+  }
+  text_.assign(buf, n);
+  for (absl::string_view line :
+       absl::StrSplit(text_, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
+    uint64_t value = 0;
+    if (absl::SimpleAtoi(kv.second, &value)) values_[kv.first] = value;
+  }
+}
 namespace {
 
 // Whether a socket is listening on `path`, from /proc/net/unix: a socket

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -97,6 +98,25 @@ class Worker {
   std::shared_ptr<State> state_;
   std::function<void()> abort_;
   std::thread thread_;
+};
+
+// One reading of the mount root's user.memfuse.status ("name value"
+// lines). Reading it lists nothing: the root's own xattrs need no lookup.
+class DaemonStatus {
+ public:
+  explicit DaemonStatus(const std::string& mount);
+
+  // nullopt (gtest prints "(nullopt)") when the daemon does not report it.
+  std::optional<uint64_t> operator[](const std::string& name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) return std::nullopt;
+    return it->second;
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+  std::map<std::string, uint64_t> values_;
 };
 
 class E2eTest : public ::testing::Test {

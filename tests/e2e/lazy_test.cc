@@ -37,23 +37,9 @@
 namespace memfuse::testing {
 namespace {
 
-// One value of the root's user.memfuse.status ("name value" lines); nullopt
-// (gtest prints "(nullopt)") when the daemon does not report it. Reading it
-// lists nothing: the root's own xattrs need no lookup in it.
 std::optional<uint64_t> StatusValue(const std::string& mount,
-                                    absl::string_view name) {
-  char buf[8192];
-  const ssize_t n =
-      getxattr(mount.c_str(), "user.memfuse.status", buf, sizeof(buf));
-  if (n < 0) return std::nullopt;
-  for (absl::string_view line :
-       absl::StrSplit(absl::string_view(buf, n), '\n', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> kv =
-        absl::StrSplit(line, ' ');
-    uint64_t value = 0;
-    if (kv.first == name && absl::SimpleAtoi(kv.second, &value)) return value;
-  }
-  return std::nullopt;
+                                    const std::string& name) {
+  return DaemonStatus(mount)[name];
 }
 
 // Creates `path` holding `content` with plain syscalls (preparing a big
