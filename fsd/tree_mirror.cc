@@ -226,6 +226,15 @@ absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
                             Room how) {
   const auto key = std::make_pair(inode->ino, m.index);
   return OnceInFlight(&block_flights_, key, [&]() -> absl::Status {
+    // A fetch of it may have just ended: then there is nothing to do.
+    {
+      FileData::Missing now;
+      absl::ReaderMutexLock il(&inode->mu);
+      if (!inode->data.IsMissing(block_size_, m.index, &now) ||
+          now.gen != m.gen) {
+        return absl::OkStatus();
+      }
+    }
     absl::StatusOr<BudgetRoom> room =
         ReserveCache(FileData::ChargeFor(m.length, block_size_), how);
     if (!room.ok()) return room.status();

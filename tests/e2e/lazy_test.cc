@@ -277,7 +277,9 @@ TEST_F(LazyTest, ColdFileReadsOnlyTheBlocksRead) {
       StatusValue(mount(), "blocks_fetched");
   ASSERT_TRUE(fetched.has_value()) << "no blocks_fetched in the status";
   EXPECT_GE(*fetched, 1u);
-  EXPECT_LE(*fetched, 9u) << "a 1 MiB read of a cold 64 MiB file fetched "
+  // The kernel may read ahead a little after the 1 MiB, which looks
+  // sequential to fsd and starts its own 8 MiB readahead from there.
+  EXPECT_LE(*fetched, 17u) << "a 1 MiB read of a cold 64 MiB file fetched "
                           << *fetched << " blocks";
 
   // Then all of it, in order: every block once, none twice.
