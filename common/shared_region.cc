@@ -99,15 +99,16 @@ absl::StatusOr<std::unique_ptr<MappedRegion>> MappedRegion::Map(UniqueFd fd) {
     return absl::InvalidArgumentError("the data region is empty");
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  void* data = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+  void* data =
+      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (data == MAP_FAILED) return ErrnoStatus(errno, "mmap of the data region");
   // The mapping keeps the memory; the descriptor is not needed any more.
   return std::unique_ptr<MappedRegion>(
-      new MappedRegion(static_cast<const char*>(data), size));
+      new MappedRegion(static_cast<char*>(data), size));
 }
 
 MappedRegion::~MappedRegion() {
-  munmap(const_cast<char*>(data_), size_);
+  munmap(data_, size_);
 }
 
 absl::StatusOr<absl::string_view> MappedRegion::View(uint64_t offset,
@@ -118,6 +119,12 @@ absl::StatusOr<absl::string_view> MappedRegion::View(uint64_t offset,
                      ") is outside its ", size_, " bytes"));
   }
   return absl::string_view(data_ + offset, length);
+}
+
+absl::StatusOr<absl::Span<char>> MappedRegion::MutableView(
+    uint64_t offset, uint64_t length) const {
+  RETURN_IF_ERROR(View(offset, length).status());
+  return absl::Span<char>(data_ + offset, length);
 }
 
 }  // namespace memfuse::common

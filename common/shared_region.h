@@ -1,17 +1,20 @@
 // The data region fsd shares with the mirror agent it spawned.
 //
-// File data on its way to the mirror is the bulk of what crosses the agent's
-// socket. When fsd spawns the agent itself it also hands it a sealed memfd:
-// fsd copies a block into the region once and sends only (offset, length),
-// and the agent writes the mirror file straight from its read-only mapping.
-// No serialization, no socket copies, no copy into an aligned buffer for
-// direct I/O. An agent reached through --mirror-socket has no region and
-// gets the bytes inline.
+// File data on its way to and from the mirror is the bulk of what crosses
+// the agent's socket. When fsd spawns the agent itself it also hands it a
+// sealed memfd: fsd copies a block into the region once and sends only
+// (offset, length), and the agent writes the mirror file straight from its
+// mapping; for a block read back, fsd names a free range and the agent
+// reads the mirror file into it. No serialization, no socket copies, no
+// copy into an aligned buffer for direct I/O. An agent reached through
+// --mirror-socket has no region and sends and gets the bytes inline.
 //
 // The region's size is sealed (F_SEAL_SHRINK | F_SEAL_GROW): the agent
 // refuses one that is not, so fsd cannot make the agent's mapping fault.
-// What fsd writes into it is fsd's own data; the agent bounds-checks every
-// range it is given.
+// The agent bounds-checks every range it is given. It writes only into
+// ranges fsd named for a read; the region only ever holds copies (fsd's
+// blocks stay in fsd's own memory), so a misbehaving agent can spoil the
+// data it is handed, which it could anyway, but not fsd's state.
 #ifndef MEMFUSE_COMMON_SHARED_REGION_H_
 #define MEMFUSE_COMMON_SHARED_REGION_H_
 
@@ -24,6 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "absl/synchronization/mutex.h"
 #include "common/unique_fd.h"
 
@@ -83,7 +87,7 @@ class RegionAllocator {
   uint64_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// The agent's side: a read-only mapping of the region fsd passed.
+// The agent's side: a mapping of the region fsd passed.
 class MappedRegion {
  public:
   // Maps `fd` (taking it). Refuses a descriptor that is not a memfd sealed
@@ -97,11 +101,14 @@ class MappedRegion {
   // [offset, offset+length) of the region; INVALID_ARGUMENT when outside.
   absl::StatusOr<absl::string_view> View(uint64_t offset,
                                          uint64_t length) const;
+  // The same range, to read a block into.
+  absl::StatusOr<absl::Span<char>> MutableView(uint64_t offset,
+                                               uint64_t length) const;
 
  private:
-  MappedRegion(const char* data, uint64_t size) : data_(data), size_(size) {}
+  MappedRegion(char* data, uint64_t size) : data_(data), size_(size) {}
 
-  const char* const data_;
+  char* const data_;
   const uint64_t size_;
 };
 

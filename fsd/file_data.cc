@@ -161,21 +161,47 @@ void FileData::FindMissing(uint64_t block_size, uint64_t offset,
 }
 
 bool FileData::Install(uint64_t block_size, const Missing& missing,
-                       std::string_view bytes, BudgetRoom* room) {
+                       Buffer buffer, uint64_t filled, BudgetRoom* room) {
   Missing now;
   if (!IsMissing(block_size, missing.index, &now) || now.gen != missing.gen) {
     return false;
   }
   const uint64_t capacity = CapacityFor(now.length, block_size);
+  if (buffer.get_deleter().size != capacity) {
+    // The file was truncated while the block was fetched: a smaller buffer.
+    const uint64_t kept = std::min(filled, capacity);
+    Buffer fitted = NewBuffer(capacity);
+    std::memcpy(fitted.get(), buffer.get(), kept);
+    buffer = std::move(fitted);
+    filled = kept;
+  }
   if (room == nullptr || !room->Take(capacity)) {
     if (!budget_->TryReserve(capacity)) return false;
   }
+  // Past what the mirror holds the block reads as zeros.
+  const uint64_t valid = std::min(filled, now.length);
+  std::memset(buffer.get() + valid, 0, capacity - valid);
   Block& block = blocks_[missing.index];
-  Grow(missing.index, block, capacity, /*overwrite_all=*/false);
-  std::memcpy(block.bytes.get(), bytes.data(),
-              std::min<uint64_t>(bytes.size(), now.length));
+  if (cache_ != nullptr && !owner_.expired()) {
+    block.handle = cache_->Add(owner_, missing.index);
+    block.in_cache = true;
+  }
+  resident_ += capacity;
+  block.bytes = std::move(buffer);
+  block.capacity = static_cast<uint32_t>(capacity);
+  block.mirror_length = 0;
+  block.referenced = 1;
   block.gen = 0;
   return true;
+}
+
+bool FileData::Install(uint64_t block_size, const Missing& missing,
+                       std::string_view bytes, BudgetRoom* room) {
+  const uint64_t capacity = CapacityFor(missing.length, block_size);
+  const uint64_t filled = std::min<uint64_t>(bytes.size(), capacity);
+  Buffer buffer = NewBuffer(capacity);
+  std::memcpy(buffer.get(), bytes.data(), filled);
+  return Install(block_size, missing, std::move(buffer), filled, room);
 }
 
 uint64_t FileData::EvictForCache(uint64_t index) {

@@ -64,12 +64,31 @@ class FileData {
   void FindMissing(uint64_t block_size, uint64_t offset, uint64_t length,
                    bool edges_only, std::vector<Missing>* out) const;
   bool IsMissing(uint64_t block_size, uint64_t index, Missing* missing) const;
-  // Puts the fetched bytes of `missing` in memory, paid from `room`, if the
-  // block is still that missing block; false (nothing taken) otherwise.
+  // Big buffers are mappings of their own, so that freeing one (eviction)
+  // returns its memory to the system at once instead of leaving it in a
+  // malloc arena; small ones come from malloc.
+  struct BufferDeleter {
+    constexpr BufferDeleter() noexcept : size(0) {}
+    explicit constexpr BufferDeleter(uint64_t size) noexcept : size(size) {}
+    void operator()(char* p) const;
+    uint64_t size;
+  };
+  using Buffer = std::unique_ptr<char[], BufferDeleter>;
+  // `size` bytes, not initialized. Thread-safe (no FileData involved).
+  static Buffer NewBuffer(uint64_t size);
+
+  // What a resident block of `length` bytes costs (to reserve before
+  // installing), and the size of the buffer to fetch it into.
+  static uint64_t ChargeFor(uint64_t length, uint64_t block_size);
+
+  // Makes `buffer`, of ChargeFor(missing.length) bytes whose first `filled`
+  // were fetched, the block `missing` names, paid from `room`, if it is
+  // still that missing block; false (nothing taken) otherwise.
+  bool Install(uint64_t block_size, const Missing& missing, Buffer buffer,
+               uint64_t filled, BudgetRoom* room);
+  // The same from bytes held elsewhere (copied).
   bool Install(uint64_t block_size, const Missing& missing,
                std::string_view bytes, BudgetRoom* room);
-  // What a resident block costs (to reserve before installing).
-  static uint64_t ChargeFor(uint64_t length, uint64_t block_size);
 
   // Frees resident block `index` (the caller made sure the mirror holds
   // its bytes): it is missing from now on. Returns the bytes freed. The
@@ -115,18 +134,6 @@ class FileData {
   void Clear();
 
  private:
-  // Big buffers are mappings of their own, so that freeing one (eviction)
-  // returns its memory to the system at once instead of leaving it in a
-  // malloc arena; small ones come from malloc.
-  struct BufferDeleter {
-    constexpr BufferDeleter() noexcept : size(0) {}
-    explicit constexpr BufferDeleter(uint64_t size) noexcept : size(size) {}
-    void operator()(char* p) const;
-    uint64_t size;
-  };
-  using Buffer = std::unique_ptr<char[], BufferDeleter>;
-  static Buffer NewBuffer(uint64_t size);
-
   // `capacity` bytes are charged to the budget; `bytes` holds them, or is
   // null for a block fallocate reserved that nothing wrote yet (it reads as
   // zeros and gets its memory on first write, already paid for).

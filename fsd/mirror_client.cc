@@ -11,9 +11,12 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <deque>
+#include <optional>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -251,23 +254,49 @@ grpc::Status MirrorClient::CallWithRetry(std::string_view what, Call call) {
   }
 }
 
-absl::StatusOr<std::string> MirrorClient::ReadBlock(uint64_t id,
-                                                    uint64_t offset,
-                                                    uint64_t length) {
+absl::StatusOr<uint64_t> MirrorClient::ReadBlock(uint64_t id, uint64_t offset,
+                                                 uint64_t length, char* out) {
   pb::ReadBlockRequest request;
   request.set_id(id);
   request.set_offset(offset);
   request.set_length(static_cast<uint32_t>(length));
+  // Through the data region when the agent has it and the ring has room:
+  // the agent reads the mirror file straight into it.
+  // Whole pages, so that the agent can read them with direct I/O; only
+  // `length` of them are used.
+  const uint64_t pages = (length + common::kRegionAlign - 1) /
+                         common::kRegionAlign * common::kRegionAlign;
+  std::optional<uint64_t> at;
+  if (agent_has_region_) at = region_ranges_->Allocate(pages);
+  absl::Cleanup free_range = [&] {
+    if (at.has_value()) region_ranges_->Free(*at);
+  };
   pb::ReadBlockResponse response;
   grpc::Status status = CallWithRetry(
       "read", [&](Stub* stub, grpc::ClientContext* ctx) {
+        // The agent answering may be a new one, without the region.
+        const bool shared = at.has_value() && agent_has_region_;
+        request.set_into_shared(shared);
+        request.set_shared_offset(shared ? *at : 0);
+        request.set_length(static_cast<uint32_t>(shared ? pages : length));
+        response.Clear();
         return stub->ReadBlock(ctx, request, &response);
       });
   if (!status.ok()) {
     return absl::UnavailableError(
         absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
   }
-  return std::move(*response.mutable_data());
+  if (request.into_shared()) {
+    if (response.shared_length() > pages) {
+      return absl::InternalError("the agent read more than was asked");
+    }
+    const uint64_t got = std::min<uint64_t>(response.shared_length(), length);
+    std::memcpy(out, region_->data() + *at, got);
+    return got;
+  }
+  const uint64_t got = std::min<uint64_t>(response.data().size(), length);
+  std::memcpy(out, response.data().data(), got);
+  return got;
 }
 
 absl::StatusOr<pb::ListDirectoryResponse> MirrorClient::ListDirectory(

@@ -64,8 +64,8 @@ class MirrorClient : public MirrorReader {
 
   // MirrorReader: through the current agent, waiting for one to be back
   // (up to kReadTimeout) if it is restarting.
-  absl::StatusOr<std::string> ReadBlock(uint64_t id, uint64_t offset,
-                                        uint64_t length) override;
+  absl::StatusOr<uint64_t> ReadBlock(uint64_t id, uint64_t offset,
+                                     uint64_t length, char* out) override;
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       uint64_t id, uint64_t first_id, uint64_t max_new_ids) override;
 

@@ -19,9 +19,10 @@ class MirrorReader {
  public:
   virtual ~MirrorReader() = default;
 
-  // Up to `length` bytes at `offset` of file `id` (fewer at its end).
-  virtual absl::StatusOr<std::string> ReadBlock(uint64_t id, uint64_t offset,
-                                                uint64_t length) = 0;
+  // Reads up to `length` bytes at `offset` of file `id` into `out` (room
+  // for `length`); returns how many (fewer at the end of the file).
+  virtual absl::StatusOr<uint64_t> ReadBlock(uint64_t id, uint64_t offset,
+                                             uint64_t length, char* out) = 0;
 
   // The entries of directory `id`, new ones bound to ids from `first_id`
   // on, at most `max_new_ids` of them (else the response's ids_needed).

@@ -30,6 +30,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -305,8 +306,16 @@ class Tree {
   std::atomic<uint64_t> readahead_blocks_{0};
 
   absl::Mutex readahead_mu_;
-  std::deque<std::pair<std::weak_ptr<Inode>, FileData::Missing>>
-      readahead_queue_ ABSL_GUARDED_BY(readahead_mu_);
+  struct ReadaheadJob {
+    std::weak_ptr<Inode> inode;
+    fuse_ino_t ino = 0;
+    FileData::Missing block;
+  };
+  std::deque<ReadaheadJob> readahead_queue_ ABSL_GUARDED_BY(readahead_mu_);
+  // (inode, block) of the jobs in readahead_queue_: a block is queued once
+  // however many reads ask for it.
+  absl::flat_hash_set<std::pair<fuse_ino_t, uint64_t>> readahead_queued_
+      ABSL_GUARDED_BY(readahead_mu_);
   bool readahead_stop_ ABSL_GUARDED_BY(readahead_mu_) = false;
   std::vector<std::thread> readahead_threads_;
 

@@ -23,7 +23,7 @@ constexpr uint64_t kListingIds = 4096;
 // Threads fetching ahead of sequential readers.
 constexpr int kReadaheadThreads = 4;
 // How far ahead of a sequential reader blocks are fetched.
-constexpr uint64_t kReadaheadBytes = 8 << 20;
+constexpr uint64_t kReadaheadBytes = 16 << 20;
 constexpr uint64_t kMaxReadaheadBlocks = 64;
 
 absl::Status MirrorError(const absl::Status& status, std::string_view what) {
@@ -235,22 +235,24 @@ absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
         return absl::OkStatus();
       }
     }
-    absl::StatusOr<BudgetRoom> room =
-        ReserveCache(FileData::ChargeFor(m.length, block_size_), how);
+    const uint64_t charge = FileData::ChargeFor(m.length, block_size_);
+    absl::StatusOr<BudgetRoom> room = ReserveCache(charge, how);
     if (!room.ok()) return room.status();
-    absl::StatusOr<std::string> bytes =
-        reader_->ReadBlock(inode->ino, m.index * block_size_, m.length);
-    if (!bytes.ok()) {
-      return MirrorError(bytes.status(),
+    // Read straight into the block's own buffer (paid for by `room`).
+    FileData::Buffer buffer = FileData::NewBuffer(charge);
+    absl::StatusOr<uint64_t> got = reader_->ReadBlock(
+        inode->ino, m.index * block_size_, m.length, buffer.get());
+    if (!got.ok()) {
+      return MirrorError(got.status(),
                          absl::StrCat("read block ", m.index, " of file ",
                                       inode->ino));
     }
     blocks_fetched_.fetch_add(1, std::memory_order_relaxed);
-    bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    bytes_fetched_.fetch_add(*got, std::memory_order_relaxed);
     absl::MutexLock il(&inode->mu);
     // Not installed when the block changed meanwhile (written whole,
     // truncated away): the caller looks again.
-    inode->data.Install(block_size_, m, *bytes, &*room);
+    inode->data.Install(block_size_, m, std::move(buffer), *got, &*room);
     return absl::OkStatus();
   });
 }
@@ -339,13 +341,15 @@ void Tree::Readahead(const InodePtr& inode, uint64_t offset, uint64_t length) {
   }
   absl::MutexLock l(&readahead_mu_);
   for (const FileData::Missing& m : missing) {
-    readahead_queue_.emplace_back(inode, m);
+    if (readahead_queued_.insert({inode->ino, m.index}).second) {
+      readahead_queue_.push_back({inode, inode->ino, m});
+    }
   }
 }
 
 void Tree::ReadaheadLoop() {
   while (true) {
-    std::pair<std::weak_ptr<Inode>, FileData::Missing> job;
+    ReadaheadJob job;
     {
       absl::MutexLock l(&readahead_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(readahead_mu_) {
@@ -355,19 +359,19 @@ void Tree::ReadaheadLoop() {
       if (readahead_stop_) return;
       job = std::move(readahead_queue_.front());
       readahead_queue_.pop_front();
+      readahead_queued_.erase({job.ino, job.block.index});
     }
-    InodePtr inode = job.first.lock();
+    InodePtr inode = job.inode.lock();
     if (inode == nullptr) continue;
+    // The block as it is now (it may have been fetched and evicted again
+    // since it was queued).
+    FileData::Missing now;
     {
-      FileData::Missing now;
       absl::ReaderMutexLock il(&inode->mu);
-      if (!inode->data.IsMissing(block_size_, job.second.index, &now) ||
-          now.gen != job.second.gen) {
-        continue;
-      }
+      if (!inode->data.IsMissing(block_size_, job.block.index, &now)) continue;
     }
     // Never waits for room: readahead is worth only what is clean.
-    if (FetchOne(inode, job.second, Room::kEvict).ok()) {
+    if (FetchOne(inode, now, Room::kEvict).ok()) {
       readahead_blocks_.fetch_add(1, std::memory_order_relaxed);
     }
   }

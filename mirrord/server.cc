@@ -17,6 +17,8 @@ namespace {
 
 // A Write carries at most one block (fsd's largest: 64 MiB), plus framing.
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+// The largest block read answered inline (fsd's largest --block-size).
+constexpr uint64_t kMaxInlineRead = 64 << 20;
 constexpr uint32_t kProtocolVersion = 1;
 
 grpc::Status Unavailable() {
@@ -286,9 +288,27 @@ grpc::Status MirrorService::ReadBlock(grpc::ServerContext* context,
     absl::MutexLock l(&mu_);
     if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
   }
-  absl::StatusOr<pb::ReadBlockResponse> result = backend_->ReadBlock(*request);
-  if (!result.ok()) return ToGrpcStatus(result.status());
-  *response = std::move(*result);
+  absl::StatusOr<uint64_t> got;
+  if (request->into_shared()) {
+    const common::MappedRegion* region = backend_->shared_region();
+    if (region == nullptr) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          "a read names the data region, but this agent has none"));
+    }
+    absl::StatusOr<absl::Span<char>> out =
+        region->MutableView(request->shared_offset(), request->length());
+    if (!out.ok()) return ToGrpcStatus(out.status());
+    got = backend_->ReadBlock(*request, *out);
+    if (got.ok()) response->set_shared_length(static_cast<uint32_t>(*got));
+  } else {
+    // A length over the backend's limit is refused by the backend; this
+    // only keeps the buffer from growing past it first.
+    std::string* data = response->mutable_data();
+    data->resize(std::min<uint64_t>(request->length(), kMaxInlineRead));
+    got = backend_->ReadBlock(*request, absl::MakeSpan(*data));
+    if (got.ok()) data->resize(*got);
+  }
+  if (!got.ok()) return ToGrpcStatus(got.status());
   return grpc::Status::OK;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "common/shared_region.h"
 #include "mirror.pb.h"
 
@@ -41,8 +42,12 @@ class Backend {
 
   virtual absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) = 0;
-  virtual absl::StatusOr<pb::ReadBlockResponse> ReadBlock(
-      const pb::ReadBlockRequest& request) = 0;
+  // Reads `request.length()` bytes of the file at `request.offset()` into
+  // `out` (which has room for them); returns how many (fewer at the end of
+  // the file). The server decides where `out` is: the response or the data
+  // region.
+  virtual absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
+                                             absl::Span<char> out) = 0;
   virtual absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) = 0;
   virtual absl::StatusOr<pb::StatResponse> Stat(

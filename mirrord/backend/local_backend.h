@@ -91,8 +91,9 @@ class LocalBackend final : public Backend {
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<pb::ReadBlockResponse> ReadBlock(
-      const pb::ReadBlockRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
@@ -132,8 +133,17 @@ class LocalBackend final : public Backend {
                          absl::string_view data, uint64_t offset)
       ABSL_LOCKS_EXCLUDED(mu_);
   // A cached O_DIRECT descriptor of file `id` reopened from `fd`, or null
-  // when direct I/O is not possible for it.
+  // when direct I/O is not possible for it. Opened for reading too where
+  // the agent may (block reads use it), else for writing only.
   SharedFd DirectFd(uint64_t id, const SharedFd& fd) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reads into `out` with O_DIRECT when it, `offset` and its size are all
+  // aligned for it: nullopt when they are not or the file refuses (the
+  // caller reads through the page cache).
+  std::optional<absl::StatusOr<uint64_t>> ReadDirect(uint64_t id,
+                                                     const SharedFd& fd,
+                                                     uint64_t offset,
+                                                     absl::Span<char> out)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplySetAttr(const pb::SetAttr& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyLink(uint64_t seq, const pb::Link& op)

@@ -52,11 +52,12 @@ class FakeBackend : public Backend {
       const pb::ListDirectoryRequest& request) override {
     return common::ErrnoStatus(ENOTDIR, "not a directory");
   }
-  absl::StatusOr<pb::ReadBlockResponse> ReadBlock(
-      const pb::ReadBlockRequest& request) override {
-    pb::ReadBlockResponse r;
-    r.set_data("block");
-    return r;
+  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) override {
+    const std::string_view block = "block";
+    const uint64_t n = std::min(out.size(), block.size());
+    std::copy_n(block.data(), n, out.data());
+    return n;
   }
   absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) override {
@@ -300,6 +301,7 @@ TEST_F(ServerTest, BindsAndReportsErrnos) {
 
   grpc::ClientContext read_context;
   pb::ReadBlockRequest read;
+  read.set_length(100);
   pb::ReadBlockResponse block;
   ASSERT_TRUE(stub_->ReadBlock(&read_context, read, &block).ok());
   EXPECT_EQ(block.data(), "block");
