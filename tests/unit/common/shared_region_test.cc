@@ -81,6 +81,21 @@ TEST(SharedRegionTest, TheAgentSeesWhatFsdWrites) {
   EXPECT_FALSE((*mapped)->View(1, UINT64_MAX).ok());
 }
 
+TEST(SharedRegionTest, FsdSeesWhatTheAgentReadsIntoIt) {
+  absl::StatusOr<std::unique_ptr<SharedRegion>> region =
+      SharedRegion::Create(2 * kPage);
+  ASSERT_TRUE(region.ok()) << region.status();
+  absl::StatusOr<std::unique_ptr<MappedRegion>> mapped =
+      MappedRegion::Map(UniqueFd(fcntl((*region)->fd(), F_DUPFD_CLOEXEC, 0)));
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  absl::StatusOr<absl::Span<char>> out = (*mapped)->MutableView(kPage, 5);
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::memcpy(out->data(), "fetch", 5);
+  EXPECT_EQ(std::string_view((*region)->data() + kPage, 5), "fetch");
+  EXPECT_FALSE((*mapped)->MutableView(2 * kPage - 1, 2).ok());
+  EXPECT_FALSE((*mapped)->MutableView(1, UINT64_MAX).ok());
+}
+
 TEST(SharedRegionTest, TheAgentRefusesARegionThatCanShrink) {
   // Unsealed, a region could be truncated under the agent's mapping and
   // make it fault.

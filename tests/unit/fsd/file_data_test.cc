@@ -1,6 +1,7 @@
 #include "fsd/file_data.h"
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -178,6 +179,35 @@ TEST_F(FileDataTest, TruncatingAMissingBlockHidesTheMirrorsOldTail) {
   data.Truncate(kBlock, 50);
   ASSERT_TRUE(data.IsMissing(kBlock, 0, &m));
   EXPECT_EQ(m.length, 50u);
+}
+
+TEST_F(FileDataTest, AFetchedBufferBecomesTheBlockOrIsRefittedAfterATruncate) {
+  FileData data(&budget_);
+  data.SetMirrorExtent(2 * kBlock);
+  auto fetched = [](uint64_t capacity, char c, uint64_t filled) {
+    FileData::Buffer buffer = FileData::NewBuffer(capacity);
+    std::memset(buffer.get(), c, filled);
+    return buffer;
+  };
+  FileData::Missing m;
+  ASSERT_TRUE(data.IsMissing(kBlock, 0, &m));
+  const uint64_t charge = FileData::ChargeFor(m.length, kBlock);
+  ASSERT_EQ(charge, kBlock);
+  // A short fetch (the mirror's file ended early): the rest reads as zeros
+  // whatever the buffer held.
+  FileData::Buffer buffer = fetched(charge, 'a', charge);
+  EXPECT_TRUE(data.Install(kBlock, m, std::move(buffer), 10, nullptr));
+  EXPECT_EQ(ReadAll(data, 8, 4), std::string("aa\0\0", 4));
+  EXPECT_EQ(budget_.used(), kBlock);
+
+  // Truncated while the second block was fetched: it costs what its new
+  // length needs, not the whole buffer, and shows nothing past it.
+  ASSERT_TRUE(data.IsMissing(kBlock, 1, &m));
+  data.Truncate(kBlock, kBlock + 100);
+  EXPECT_TRUE(data.Install(kBlock, m, fetched(kBlock, 'b', kBlock), kBlock,
+                           nullptr));
+  EXPECT_EQ(budget_.used(), kBlock + FileData::ChargeFor(100, kBlock));
+  EXPECT_EQ(ReadAll(data, kBlock + 98, 4), std::string("bb\0\0", 4));
 }
 
 TEST_F(FileDataTest, PunchingAMissingBlockWholeMakesAHole) {

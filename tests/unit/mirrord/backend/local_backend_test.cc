@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -454,6 +456,55 @@ TEST_F(LocalBackendTest, WritesTakeTheirBytesFromTheSharedRegion) {
   EXPECT_PERMANENT(Apply(both), EINVAL);
   EXPECT_EQ(Snapshot(mirror_), before);
   backend_->set_shared_region(nullptr);
+}
+
+// Blocks read into page-aligned memory (fsd's data region) come straight
+// from the disk: right bytes, a short read at the end of the file, and the
+// file's pages not pulled into the page cache (fsd is the cache).
+TEST_F(LocalBackendTest, AlignedBlockReadsBypassThePageCache) {
+  constexpr uint64_t kBlock = 256 << 10;
+  std::string content(kBlock + 5000, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = char(i * 7 + 3);
+  ASSERT_EQ(Apply(Create(kRoot, "f", 2, S_IFREG | 0644)).error(), 0);
+  // Written behind the agent's back (its writes are one 4 KiB block each).
+  std::ofstream(M("f"), std::ios::binary) << content;
+  UniqueFd file(open(M("f").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(file.valid());
+  ASSERT_EQ(fdatasync(file.get()), 0);
+  ASSERT_EQ(posix_fadvise(file.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+
+  absl::StatusOr<std::unique_ptr<common::SharedRegion>> region =
+      common::SharedRegion::Create(2 * kBlock);
+  ASSERT_TRUE(region.ok()) << region.status();
+  char* out = (*region)->data();
+  pb::ReadBlockRequest r;
+  r.set_id(2);
+  r.set_length(kBlock);
+  absl::StatusOr<uint64_t> n = backend_->ReadBlock(r, absl::MakeSpan(out, kBlock));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, kBlock);
+  EXPECT_EQ(std::string_view(out, kBlock), content.substr(0, kBlock));
+  r.set_offset(kBlock);
+  n = backend_->ReadBlock(r, absl::MakeSpan(out + kBlock, kBlock));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 5000u);
+  EXPECT_EQ(std::string_view(out + kBlock, 5000), content.substr(kBlock));
+
+  // Which of the file's pages are cached now.
+  void* map = mmap(nullptr, content.size(), PROT_READ, MAP_SHARED, file.get(), 0);
+  ASSERT_NE(map, MAP_FAILED);
+  std::vector<unsigned char> resident((content.size() + 4095) / 4096);
+  ASSERT_EQ(mincore(map, content.size(), resident.data()), 0);
+  munmap(map, content.size());
+  size_t cached = 0;
+  for (unsigned char page : resident) cached += page & 1;
+  struct statfs fs;
+  ASSERT_EQ(fstatfs(file.get(), &fs), 0);
+  if (fs.f_type == 0x01021994 /* TMPFS_MAGIC: always in memory */) {
+    GTEST_SKIP() << "the mirror is on tmpfs";
+  }
+  EXPECT_EQ(cached, 0u) << "pages of the file in the page cache after "
+                           "direct reads";
 }
 
 TEST_F(LocalBackendTest, HardLinksShareTheFile) {
