@@ -26,4 +26,19 @@ void Directory::Replace(std::string_view name, fuse_ino_t ino) {
   it->second->second.ino = ino;
 }
 
+uint64_t Directory::MemoryBytes() const {
+  // A std::map node is the value plus three pointers and a colour word.
+  constexpr uint64_t kNodeBytes = sizeof(Map::value_type) + 4 * sizeof(void*);
+  uint64_t bytes = sizeof(*this) + entries_.size() * kNodeBytes +
+                   by_name_.capacity() *
+                       (sizeof(decltype(by_name_)::value_type) + 1);
+  const uint64_t inline_capacity = std::string().capacity();
+  for (const auto& [cookie, entry] : entries_) {
+    if (entry.name.capacity() > inline_capacity) {
+      bytes += entry.name.capacity() + 1;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace memfuse::fsd

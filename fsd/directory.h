@@ -50,6 +50,9 @@ class Directory {
 
   bool empty() const { return by_name_.empty(); }
   size_t size() const { return by_name_.size(); }
+  // What the entries cost in memory: tree nodes, the name index, and names
+  // too long to sit inside their string.
+  uint64_t MemoryBytes() const;
 
   // The first entry whose cookie is greater than `cookie`.
   Map::const_iterator After(uint64_t cookie) const {

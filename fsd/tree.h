@@ -172,6 +172,16 @@ class Tree {
   };
   CacheStats GetCacheStats() const;
 
+  // The tree's own memory (not in --cache-size): inodes, directory
+  // entries, symlink targets and xattrs. Walks the whole tree under the
+  // shared lock: for operators, not for a hot path.
+  struct MetadataStats {
+    uint64_t inodes = 0;
+    uint64_t entries = 0;
+    uint64_t bytes = 0;
+  };
+  MetadataStats GetMetadataStats() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Loading what the mirror holds. These change the tree without logging
   // anything: the mirror already has it. A directory loaded is unlisted
   // (its entries are read on first use), a file's blocks are missing.

@@ -64,6 +64,32 @@ Tree::CacheStats Tree::GetCacheStats() const {
   return stats;
 }
 
+Tree::MetadataStats Tree::GetMetadataStats() {
+  MetadataStats stats;
+  // The table's slot, the inode and its control block (make_shared).
+  constexpr uint64_t kPerInode = sizeof(Inode) + 2 * sizeof(void*) + 16 +
+                                 sizeof(std::pair<fuse_ino_t, InodePtr>) + 1;
+  absl::ReaderMutexLock l(&mu_);
+  stats.inodes = table_.size();
+  stats.bytes = table_.size() * kPerInode;
+  for (const auto& [ino, inode] : table_) {
+    if (inode->is_dir()) {
+      stats.entries += inode->dir->size();
+      stats.bytes += inode->dir->MemoryBytes();
+    }
+    if (inode->symlink_target.capacity() > std::string().capacity()) {
+      stats.bytes += inode->symlink_target.capacity() + 1;
+    }
+    absl::ReaderMutexLock il(&inode->mu);
+    if (inode->xattrs != nullptr) {
+      for (const auto& [name, value] : *inode->xattrs) {
+        stats.bytes += name.size() + value.size() + 2 * sizeof(std::string);
+      }
+    }
+  }
+  return stats;
+}
+
 // --- Listing --------------------------------------------------------------
 
 absl::Status Tree::EnsureListed(fuse_ino_t ino) {

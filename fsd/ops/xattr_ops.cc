@@ -49,6 +49,9 @@ std::string StatusText(const Context& ctx) {
                   "bytes_fetched ", c.bytes_fetched, "\n",
                   "readahead_blocks ", c.readahead_blocks, "\n",
                   "blocks_evicted ", c.blocks_evicted, "\n");
+  const Tree::MetadataStats m = ctx.tree->GetMetadataStats();
+  absl::StrAppend(&out, "inodes ", m.inodes, "\n", "dir_entries ", m.entries,
+                  "\n", "metadata_bytes ", m.bytes, "\n");
   if (ctx.log != nullptr) {
     const MutationLog::Backlog b = ctx.log->GetBacklog();
     absl::StrAppend(&out, "dirty_bytes ", b.dirty_bytes, "\n",

@@ -120,6 +120,12 @@ TEST_F(LazyTest, OnlyTheLookedUpDirectoriesAreListed) {
   EXPECT_EQ(StatusValue(mount(), "dirs_listed"), 3u);
   EXPECT_EQ(StatusValue(mount(), "blocks_fetched"), 0u)
       << "a stat fetched file data";
+  // In memory: the root, its 100 entries, d042's 10 and s7's 100.
+  EXPECT_EQ(StatusValue(mount(), "inodes"), 211u);
+  EXPECT_EQ(StatusValue(mount(), "dir_entries"), 210u);
+  const uint64_t metadata =
+      StatusValue(mount(), "metadata_bytes").value_or(0);
+  EXPECT_GT(metadata, 211u * 100);
   EXPECT_EQ(ReadFile(file), (Outcome{0, 0, SmallContent(42, 7, 55)}));
   EXPECT_EQ(StatusValue(mount(), "blocks_fetched"), 1u);
   EXPECT_EQ(StatusValue(mount(), "dirs_listed"), 3u);
@@ -128,6 +134,8 @@ TEST_F(LazyTest, OnlyTheLookedUpDirectoriesAreListed) {
   EXPECT_EQ(ListDir(mount() + "/d001"),
             (Outcome{0, 0, "s0\ns1\ns2\ns3\ns4\ns5\ns6\ns7\ns8\ns9"}));
   EXPECT_EQ(StatusValue(mount(), "dirs_listed"), 4u);
+  EXPECT_EQ(StatusValue(mount(), "inodes"), 221u);
+  EXPECT_GT(StatusValue(mount(), "metadata_bytes").value_or(0), metadata);
 
   ASSERT_TRUE(CleanExit(Unmount()));
 }
