@@ -1,0 +1,53 @@
+// fake-invariant-server: a FakeInvariantServer on 127.0.0.1 for benchmarks
+// and manual debugging. Prints "listening on 127.0.0.1:PORT" as its first
+// line on stdout once it accepts connections, and serves until SIGINT or
+// SIGTERM.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "tests/testing/fake_invariant_server.h"
+
+int main(int argc, char** argv) {
+  CLI::App app(
+      "fake-invariant-server: an in-memory fake of the Invariant files HTTP "
+      "API on 127.0.0.1, for tests and benchmarks of the http mirror. "
+      "Serves until SIGINT or SIGTERM.",
+      "fake-invariant-server");
+  int port = 0;
+  app.add_option("--port", port, "TCP port on 127.0.0.1; 0 picks a free one")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  // Block the stop signals before any thread starts, so that every thread
+  // inherits the mask and sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  memfuse::testing::FakeInvariantServer::Options options;
+  options.port = port;
+  memfuse::testing::FakeInvariantServer server(options);
+  if (absl::Status started = server.Start(); !started.ok()) {
+    std::cerr << "fake-invariant-server: " << started.message() << "\n";
+    return 1;
+  }
+  std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  server.Stop();
+  return 0;
+}
