@@ -83,7 +83,11 @@ MirrorClient::~MirrorClient() { Stop(); }
 absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
   const std::string binary = AgentBinary();
   std::vector<std::string> args = {"mem-fuse-mirrord", "--mirror",
-                                   options_.mirror_dir, "--fd", "3"};
+                                   options_.mirror_spec, "--fd", "3"};
+  if (options_.root_node.has_value()) {
+    args.push_back("--root");
+    args.push_back(absl::StrCat(*options_.root_node));
+  }
   const int region_fd = region_ != nullptr ? region_->fd() : -1;
   if (region_fd >= 0) {
     args.push_back("--data-fd");

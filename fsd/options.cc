@@ -44,9 +44,9 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
       ->required();
   app.add_option("--mirror", o.mirror,
                  "Mirror to write back to: /path or file:///path (created if "
-                 "missing; its content appears on the mount). Starts the "
-                 "mirror agent mem-fuse-mirrord as a child process. "
-                 "http://host:port is not in this build yet");
+                 "missing; its content appears on the mount) or "
+                 "http://host:port (an Invariant files server). Starts the "
+                 "mirror agent mem-fuse-mirrord as a child process");
   app.add_option("--mirror-socket", o.mirror_socket,
                  "Instead of --mirror: the Unix socket of a mem-fuse-mirrord "
                  "started separately (systemd, Kubernetes, a second "
@@ -68,7 +68,8 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
                  "listed at mount and file data is read in the background "
                  "until the cache is full");
   app.add_option("--root", o.root_node,
-                 "Remote root node of an http mirror (with --mirror http://)");
+                 "With --mirror http://: the server's node to mount as the "
+                 "root [default: 1]");
   app.add_option("--block-size", o.block_size_kb,
                  "Block size in KB: a power of two, at least 4")
       ->capture_default_str();
@@ -98,25 +99,36 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
         return Fail(absl::StrCat("--mirror ", o.mirror,
                                  ": a file:// URL needs an absolute path"));
       }
-    } else if (absl::StartsWith(dir, "http://") ||
-               absl::StartsWith(dir, "https://")) {
+    } else if (absl::StartsWith(dir, "https://")) {
       return Fail(absl::StrCat("--mirror ", o.mirror,
-                               ": the http mirror is not in this build yet"));
+                               ": https is not supported; use http://"));
+    } else if (absl::StartsWith(dir, "http://")) {
+      if (dir.size() == strlen("http://") || dir[strlen("http://")] == '/' ||
+          dir[strlen("http://")] == ':') {
+        return Fail(absl::StrCat("--mirror ", o.mirror,
+                                 ": expected http://host:port"));
+      }
+      o.mirror_spec = dir;
+      o.http_mirror = true;
     } else if (dir.find("://") != std::string::npos) {
       return Fail(absl::StrCat("--mirror ", o.mirror,
                                ": expected /path, file:///path or "
                                "http://host:port"));
     }
-    if (dir.empty()) return Fail("--mirror: empty path");
-    if (!absl::StartsWith(dir, "/")) {
-      char cwd[PATH_MAX];
-      if (getcwd(cwd, sizeof(cwd)) == nullptr) {
-        return Fail(absl::StrCat("--mirror ", o.mirror, ": ",
-                                 std::strerror(errno)));
+    // An http URL goes to the agent as it is (the agent checks that the
+    // server answers); a path is made absolute.
+    if (!o.http_mirror) {
+      if (dir.empty()) return Fail("--mirror: empty path");
+      if (!absl::StartsWith(dir, "/")) {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof(cwd)) == nullptr) {
+          return Fail(absl::StrCat("--mirror ", o.mirror, ": ",
+                                   std::strerror(errno)));
+        }
+        dir = absl::StrCat(cwd, "/", dir);
       }
-      dir = absl::StrCat(cwd, "/", dir);
+      o.mirror_spec = dir;
     }
-    o.mirror_dir = dir;
   }
   if (lazy_load.has_value()) {
     if (*lazy_load == "false" || *lazy_load == "0") {
@@ -129,7 +141,8 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
     }
   }
   if (o.root_node.has_value()) {
-    return Fail("--root needs an http --mirror");
+    if (!o.http_mirror) return Fail("--root needs an http --mirror");
+    if (*o.root_node == 0) return Fail("--root 0: node ids start at 1");
   }
   if (o.cache_size_mb == 0) return Fail("--cache-size must be at least 1");
   if (o.block_size_kb < 4 || !IsPowerOfTwo(o.block_size_kb) ||

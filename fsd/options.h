@@ -15,20 +15,22 @@ namespace memfuse::fsd {
 struct Options {
   std::string mountpoint;
   std::string mirror;                  // empty: no mirror
-  // The local mirror directory, absolute (from --mirror /path or file://).
-  std::string mirror_dir;
+  // What the spawned agent gets as its --mirror: the local mirror
+  // directory, absolute (from --mirror /path or file://), or an http URL.
+  std::string mirror_spec;
   // A separately started mirrord's socket (--mirror-socket).
   std::string mirror_socket;
   uint64_t cache_size_mb = 512;        // resident file data
   uint64_t cache_max_write_size_mb = 256;  // dirty data, only with a mirror
   bool lazy_load = true;
+  bool http_mirror = false;            // --mirror http://
   std::optional<uint64_t> root_node;   // only with an http mirror
   uint64_t block_size_kb = 1024;
   std::vector<std::string> fuse_options;  // from -o, split at commas
   bool debug = false;
 
   bool has_mirror() const {
-    return !mirror_dir.empty() || !mirror_socket.empty();
+    return !mirror_spec.empty() || !mirror_socket.empty();
   }
   uint64_t cache_bytes() const { return cache_size_mb << 20; }
   uint64_t block_bytes() const { return block_size_kb << 10; }

@@ -23,18 +23,27 @@ ParseResult Fail(absl::string_view message) {
 
 // The local mirror's path from a --mirror SPEC, or why not.
 absl::StatusOr<std::string> LocalMirrorPath(const std::string& spec) {
-  if (absl::StartsWith(spec, "http://") || absl::StartsWith(spec, "https://")) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--mirror ", spec, ": the HTTP mirror is not in this build yet"));
-  }
   std::string path = spec;
   if (absl::StartsWith(spec, "file://")) path = spec.substr(7);
   if (!absl::StartsWith(path, "/")) {
     return absl::InvalidArgumentError(
         absl::StrCat("--mirror ", spec,
-                     ": expected /absolute/path or file:///absolute/path"));
+                     ": expected /absolute/path, file:///absolute/path or "
+                     "http://host:port"));
   }
   return path;
+}
+
+// An http:// SPEC: scheme, a host, an optional port, nothing else odd.
+absl::Status CheckHttpUrl(const std::string& spec) {
+  const absl::string_view rest = absl::string_view(spec).substr(7);
+  const absl::string_view host = rest.substr(0, rest.find('/'));
+  if (host.empty() || host.front() == ':' ||
+      host.find_first_of("?#@ ") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mirror ", spec, ": expected http://host:port"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -55,7 +64,12 @@ ParseResult ParseOptions(int argc, const char* const* argv,
   app.set_version_flag("--version", "mem-fuse-mirrord " MEMFUSE_VERSION);
   app.add_option("--mirror", mirror,
                  "Mirror: /path or file:///path (a local directory, created "
-                 "if missing); http://host:port is not in this build yet");
+                 "if missing), or http://host:port (an Invariant files "
+                 "server)");
+  std::optional<uint64_t> root;
+  app.add_option("--root", root,
+                 "With an http mirror: the server's node to show as the "
+                 "root [default: 1]");
   app.add_option("--listen", o.listen_path,
                  "Unix socket to create and accept connections on (0600)");
   app.add_option("--fd", fd,
@@ -85,9 +99,24 @@ ParseResult ParseOptions(int argc, const char* const* argv,
   }
 
   if (mirror.empty()) return Fail("--mirror is required");
-  absl::StatusOr<std::string> path = LocalMirrorPath(mirror);
-  if (!path.ok()) return Fail(path.status().message());
-  o.mirror_path = std::move(*path);
+  if (absl::StartsWith(mirror, "https://")) {
+    return Fail(absl::StrCat("--mirror ", mirror,
+                             ": https is not supported; use http://"));
+  }
+  if (absl::StartsWith(mirror, "http://")) {
+    absl::Status url = CheckHttpUrl(mirror);
+    if (!url.ok()) return Fail(url.message());
+    o.mirror_url = mirror;
+    if (root.has_value()) {
+      if (*root == 0) return Fail("--root 0: node ids start at 1");
+      o.root_node = *root;
+    }
+  } else {
+    if (root.has_value()) return Fail("--root needs an http --mirror");
+    absl::StatusOr<std::string> path = LocalMirrorPath(mirror);
+    if (!path.ok()) return Fail(path.status().message());
+    o.mirror_path = std::move(*path);
+  }
 
   o.activation = activation_offered;
   const int ways = (o.listen_path.empty() ? 0 : 1) + (fd.has_value() ? 1 : 0) +

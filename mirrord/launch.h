@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,7 +23,9 @@
 namespace memfuse::mirrord {
 
 struct Options {
-  std::string mirror_path;  // absolute path of the local mirror
+  std::string mirror_path;  // absolute path of the local mirror, or
+  std::string mirror_url;   // the base URL of an HTTP mirror
+  uint64_t root_node = 1;   // --root: the HTTP mirror's node shown as root
   // Exactly one of the three ways in.
   std::string listen_path;        // --listen
   int fd = -1;                    // --fd

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -24,6 +25,7 @@
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "glog/logging.h"
+#include "mirrord/backend/http_backend.h"
 #include "mirrord/backend/local_backend.h"
 #include "mirrord/launch.h"
 #include "mirrord/listener.h"
@@ -65,17 +67,43 @@ int Run(const mirrord::Options& options) {
     }
   }
 
-  // The mirror: opened before any drop, created for the user if missing.
-  if (user.has_value() && mkdir(options.mirror_path.c_str(), 0755) == 0 &&
-      chown(options.mirror_path.c_str(), user->uid, user->gid) != 0) {
-    return Fatal(absl::StrCat("mirror ", options.mirror_path,
-                              ": chown: ", std::strerror(errno)));
-  }
-  absl::StatusOr<std::unique_ptr<mirrord::LocalBackend>> backend =
-      mirrord::LocalBackend::Open(options.mirror_path);
-  if (!backend.ok()) {
-    return Fatal(absl::StrCat("mirror ", options.mirror_path, ": ",
-                              backend.status().message()));
+  // The mirror: opened before any drop; a local one is created for the
+  // user if missing, an HTTP one must answer now (within its connect
+  // timeout), never a hang.
+  std::unique_ptr<mirrord::Backend> backend;
+  const std::string mirror_name = options.mirror_url.empty()
+                                      ? options.mirror_path
+                                      : options.mirror_url;
+  if (!options.mirror_url.empty()) {
+    mirrord::HttpBackend::Options http;
+    http.base_url = options.mirror_url;
+    http.root_node = options.root_node;
+    http.uid = user ? user->uid : geteuid();
+    http.gid = user ? user->gid : getegid();
+    // Tests shorten the per-request timeout to see a slow server's answer
+    // turn into EIO without waiting half a minute.
+    if (const char* ms = getenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS")) {
+      http.http.total_timeout = absl::Milliseconds(atoi(ms));
+    }
+    absl::StatusOr<std::unique_ptr<mirrord::HttpBackend>> opened =
+        mirrord::HttpBackend::Open(std::move(http));
+    if (!opened.ok()) {
+      return Fatal(absl::StrCat("mirror ", opened.status().message()));
+    }
+    backend = std::move(*opened);
+  } else {
+    if (user.has_value() && mkdir(options.mirror_path.c_str(), 0755) == 0 &&
+        chown(options.mirror_path.c_str(), user->uid, user->gid) != 0) {
+      return Fatal(absl::StrCat("mirror ", options.mirror_path,
+                                ": chown: ", std::strerror(errno)));
+    }
+    absl::StatusOr<std::unique_ptr<mirrord::LocalBackend>> opened =
+        mirrord::LocalBackend::Open(options.mirror_path);
+    if (!opened.ok()) {
+      return Fatal(absl::StrCat("mirror ", options.mirror_path, ": ",
+                                opened.status().message()));
+    }
+    backend = std::move(*opened);
   }
 
   // The way in.
@@ -114,7 +142,8 @@ int Run(const mirrord::Options& options) {
   }
   // A mirror the agent cannot write would stall fsd behind endless
   // retries: say so now instead.
-  if (access(options.mirror_path.c_str(), W_OK | X_OK) != 0) {
+  if (!options.mirror_path.empty() &&
+      access(options.mirror_path.c_str(), W_OK | X_OK) != 0) {
     if (errno == EACCES) {
       return Fatal(absl::StrCat("mirror ", options.mirror_path,
                                 ": not writable by uid ", geteuid(),
@@ -142,7 +171,7 @@ int Run(const mirrord::Options& options) {
         memfuse::common::MappedRegion::Map(UniqueFd(options.data_fd));
     if (mapped.ok()) {
       region = std::move(*mapped);
-      (*backend)->set_shared_region(region.get());
+      backend->set_shared_region(region.get());
     } else {
       LOG(WARNING) << "--data-fd " << options.data_fd << ": "
                    << mapped.status().message()
@@ -150,10 +179,10 @@ int Run(const mirrord::Options& options) {
     }
   }
 
-  mirrord::MirrorService service(backend->get());
+  mirrord::MirrorService service(backend.get());
   std::unique_ptr<grpc::Server> server = mirrord::StartServer(&service);
   if (server == nullptr) return Fatal("cannot start the gRPC server");
-  LOG(INFO) << "serving mirror " << options.mirror_path << " on " << where;
+  LOG(INFO) << "serving mirror " << mirror_name << " on " << where;
 
   mirrord::ServeOptions serve;
   serve.server = server.get();

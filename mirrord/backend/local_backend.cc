@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "mirrord/backend/backend_common.h"
 #include "glog/logging.h"
 
 namespace memfuse::mirrord {
@@ -31,96 +32,9 @@ using common::ErrnoStatus;
 using common::StatusToErrno;
 using common::UniqueFd;
 
-// FUSE_SET_ATTR_* from <fuse_lowlevel.h>, the mask of SetAttr.
-constexpr uint32_t kSetMode = 1 << 0;
-constexpr uint32_t kSetUid = 1 << 1;
-constexpr uint32_t kSetGid = 1 << 2;
-constexpr uint32_t kSetSize = 1 << 3;
-constexpr uint32_t kSetAtime = 1 << 4;
-constexpr uint32_t kSetMtime = 1 << 5;
-constexpr uint32_t kSetAtimeNow = 1 << 7;
-constexpr uint32_t kSetMtimeNow = 1 << 8;
-
-constexpr size_t kMaxName = 255;
 constexpr size_t kMaxSymlinkTarget = PATH_MAX - 1;
 constexpr size_t kMaxXattrValue = 64 * 1024;  // XATTR_SIZE_MAX
 constexpr uint64_t kMaxOffset = static_cast<uint64_t>(INT64_MAX);
-
-// A failure that must never be retried, whatever its errno (the Ack's
-// `permanent`). Validation errors carry EINVAL and are permanent anyway.
-constexpr absl::string_view kPermanentPayload = "memfuse/permanent";
-
-absl::Status Permanent(absl::Status status) {
-  status.SetPayload(kPermanentPayload, absl::Cord("1"));
-  return status;
-}
-
-absl::Status Invalid(absl::string_view message) {
-  return ErrnoStatus(EINVAL, message);
-}
-
-absl::Status Conflict(int err, absl::string_view message) {
-  return Permanent(ErrnoStatus(err, message));
-}
-
-// Environmental failures a retry may get past (space freed, permissions
-// fixed, a disk back): the server retries them with backoff. Everything
-// else (bad input, an object in the way, an unsupported operation) is
-// permanent.
-bool IsTransientErrno(int err) {
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-    case EACCES:
-    case EPERM:
-    case EIO:
-    case EROFS:
-    case ENOENT:
-    case EAGAIN:
-    case EINTR:
-    case ENOMEM:
-    case EMFILE:
-    case ENFILE:
-    case EBUSY:
-    case ETXTBSY:
-    case ESTALE:
-    case ETIMEDOUT:
-    case ENOBUFS:
-    case ENOLCK:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool IsPermanent(const absl::Status& status) {
-  return status.GetPayload(kPermanentPayload).has_value() ||
-         !IsTransientErrno(StatusToErrno(status));
-}
-
-// `status` with `what` in front of its message, payloads kept.
-absl::Status Prefixed(const absl::Status& status, absl::string_view what) {
-  absl::Status out(status.code(), absl::StrCat(what, ": ", status.message()));
-  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, payload);
-  });
-  return out;
-}
-
-std::string Quoted(absl::string_view name) {
-  return absl::StrCat("\"", absl::CEscape(name.substr(0, 300)), "\"");
-}
-
-// Names fsd sends: one component; ENAMETOOLONG beyond 255 bytes.
-absl::Status CheckName(absl::string_view name) {
-  if (name.size() > kMaxName) {
-    return ErrnoStatus(ENAMETOOLONG,
-                       absl::StrCat("name of ", name.size(), " bytes"));
-  }
-  absl::Status valid = ValidateName(name);
-  if (!valid.ok()) return Invalid(valid.message());
-  return absl::OkStatus();
-}
 
 bool IsReservedXattr(absl::string_view name) {
   return absl::StartsWith(name, LocalBackend::kReservedXattrPrefix);
@@ -262,95 +176,6 @@ absl::StatusOr<UniqueFd> OpenPath(int dir, const std::string& name,
   if (!fd.valid()) return ErrnoStatus(errno, "open");
   if (fstat(fd.get(), st) != 0) return ErrnoStatus(errno, "fstat");
   return fd;
-}
-
-const char* KindOf(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-      return "file";
-    case S_IFDIR:
-      return "directory";
-    case S_IFLNK:
-      return "symlink";
-    case S_IFIFO:
-      return "fifo";
-    case S_IFSOCK:
-      return "socket";
-    case S_IFCHR:
-      return "character device";
-    case S_IFBLK:
-      return "block device";
-    default:
-      return "object of unknown type";
-  }
-}
-
-std::string Describe(const pb::Mutation& m) {
-  std::string what = absl::StrCat("seq ", m.seq(), " ");
-  switch (m.op_case()) {
-    case pb::Mutation::kCreate:
-      absl::StrAppend(&what, "create ", KindOf(m.create().attr().mode()), " ",
-                      m.create().attr().id(), " ", Quoted(m.create().name()),
-                      " in ", m.create().parent());
-      break;
-    case pb::Mutation::kWrite:
-      absl::StrAppend(&what, "write ", m.write().id(), " at ",
-                      m.write().offset(), " (", m.write().data().size(),
-                      " bytes)");
-      break;
-    case pb::Mutation::kSetAttr:
-      absl::StrAppend(&what, "set_attr ", m.set_attr().attr().id(), " mask ",
-                      m.set_attr().mask());
-      break;
-    case pb::Mutation::kLink:
-      absl::StrAppend(&what, "link ", m.link().id(), " as ",
-                      Quoted(m.link().new_name()), " in ",
-                      m.link().new_parent());
-      break;
-    case pb::Mutation::kRemove:
-      absl::StrAppend(&what, "remove ", m.remove().id(), " ",
-                      Quoted(m.remove().name()), " in ", m.remove().parent());
-      break;
-    case pb::Mutation::kRename:
-      absl::StrAppend(&what, "rename ", m.rename().id(), " ",
-                      Quoted(m.rename().name()), " in ", m.rename().parent(),
-                      " to ", Quoted(m.rename().new_name()), " in ",
-                      m.rename().new_parent(), " flags ", m.rename().flags());
-      break;
-    case pb::Mutation::kSetXattr:
-      absl::StrAppend(&what, "set_xattr ", m.set_xattr().id(), " ",
-                      Quoted(m.set_xattr().name()));
-      break;
-    case pb::Mutation::kRemoveXattr:
-      absl::StrAppend(&what, "remove_xattr ", m.remove_xattr().id(), " ",
-                      Quoted(m.remove_xattr().name()));
-      break;
-    case pb::Mutation::kSync:
-      absl::StrAppend(&what, "sync ", m.sync().id());
-      break;
-    case pb::Mutation::OP_NOT_SET:
-      absl::StrAppend(&what, "(no operation)");
-      break;
-  }
-  return what;
-}
-
-// The object a data or attribute change is for (0 for other mutations).
-uint64_t ObjectOf(const pb::Mutation& m) {
-  switch (m.op_case()) {
-    case pb::Mutation::kWrite:
-      return m.write().id();
-    case pb::Mutation::kSetAttr:
-      return m.set_attr().attr().id();
-    case pb::Mutation::kSetXattr:
-      return m.set_xattr().id();
-    case pb::Mutation::kRemoveXattr:
-      return m.remove_xattr().id();
-    case pb::Mutation::kSync:
-      return m.sync().id();
-    default:
-      return 0;
-  }
 }
 
 }  // namespace

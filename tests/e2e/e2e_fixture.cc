@@ -197,7 +197,12 @@ void E2eTest::TearDown() {
 }
 
 absl::Status E2eTest::Mount(const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {"--mirror", mirror_};
+  return MountMirror(mirror_, extra);
+}
+
+absl::Status E2eTest::MountMirror(const std::string& spec,
+                                  const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"--mirror", spec};
   args.insert(args.end(), extra.begin(), extra.end());
   NoteAgents();
   fs_.reset();

@@ -135,6 +135,10 @@ class E2eTest : public ::testing::Test {
   // `mem-fuse MOUNT --mirror mirror() extra...` (one command: the daemon
   // spawns the agent). Replaces (and first cleans up) a previous mount.
   absl::Status Mount(const std::vector<std::string>& extra = {});
+  // `mem-fuse MOUNT --mirror SPEC extra...` with another mirror than
+  // mirror() (an http:// URL).
+  absl::Status MountMirror(const std::string& spec,
+                           const std::vector<std::string>& extra = {});
   // `mem-fuse MOUNT --mirror-socket SOCKET extra...`.
   absl::Status MountWithSocket(const std::string& socket,
                                const std::vector<std::string>& extra = {});

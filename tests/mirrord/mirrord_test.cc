@@ -16,6 +16,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -437,7 +438,9 @@ TEST_F(MirrordTest, BadFlagsExitTwoWithOneLine) {
       {MirrordBinary(), "--listen", socket_},
       {MirrordBinary(), "--mirror", mirror_, "--listen", socket_, "--fd", "3"},
       {MirrordBinary(), "--mirror", "ftp://x", "--listen", socket_},
-      {MirrordBinary(), "--mirror", "http://localhost:1", "--listen", socket_},
+      {MirrordBinary(), "--mirror", "https://localhost:1", "--listen", socket_},
+      {MirrordBinary(), "--mirror", mirror_, "--root", "3", "--listen",
+       socket_},
       {MirrordBinary(), "--mirror", mirror_, "--fd", "42"},
       {MirrordBinary(), "--mirror", mirror_, "--listen", socket_, "--user",
        "no-such-user-here"},
@@ -452,6 +455,21 @@ TEST_F(MirrordTest, BadFlagsExitTwoWithOneLine) {
     EXPECT_TRUE(absl::StrContains(r->output, "--")) << r->output;
   }
   EXPECT_FALSE(fs::exists(mirror_));  // nothing made on bad input
+  EXPECT_FALSE(fs::exists(socket_));
+}
+
+// An HTTP mirror that does not answer: a clear error and exit 1 within the
+// connect timeout, never a hang. (Port 1 on loopback: nothing listens.)
+TEST_F(MirrordTest, AnUnreachableHttpMirrorFailsWithinSeconds) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<CommandResult> r = RunCommand(
+      {MirrordBinary(), "--mirror", "http://127.0.0.1:1", "--listen", socket_},
+      kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_TRUE(r->exit.exited && r->exit.code_or_signal == 1)
+      << ToString(r->exit) << ": " << r->output;
+  EXPECT_TRUE(absl::StrContains(r->output, "http://127.0.0.1:1")) << r->output;
   EXPECT_FALSE(fs::exists(socket_));
 }
 

@@ -28,14 +28,19 @@ TEST(OptionsTest, DefaultsAreConsistent) {
 TEST(OptionsTest, MirrorSpellings) {
   ParseResult r = Parse({"/tmp", "--mirror", "/srv/m"});
   ASSERT_TRUE(r.options.has_value()) << r.message;
-  EXPECT_EQ(r.options->mirror_dir, "/srv/m");
+  EXPECT_EQ(r.options->mirror_spec, "/srv/m");
   r = Parse({"/tmp", "--mirror", "file:///srv/m"});
   ASSERT_TRUE(r.options.has_value()) << r.message;
-  EXPECT_EQ(r.options->mirror_dir, "/srv/m");
+  EXPECT_EQ(r.options->mirror_spec, "/srv/m");
   r = Parse({"/tmp", "--mirror", "rel/m"});
   ASSERT_TRUE(r.options.has_value()) << r.message;
-  EXPECT_EQ(r.options->mirror_dir.front(), '/');
-  EXPECT_TRUE(r.options->mirror_dir.ends_with("/rel/m"));
+  EXPECT_EQ(r.options->mirror_spec.front(), '/');
+  EXPECT_TRUE(r.options->mirror_spec.ends_with("/rel/m"));
+  r = Parse({"/tmp", "--mirror", "http://127.0.0.1:8080", "--root", "4"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_spec, "http://127.0.0.1:8080");
+  EXPECT_TRUE(r.options->http_mirror);
+  EXPECT_EQ(r.options->root_node, 4u);
   r = Parse({"/tmp", "--mirror-socket", "/run/m.sock"});
   ASSERT_TRUE(r.options.has_value()) << r.message;
   EXPECT_EQ(r.options->mirror_socket, "/run/m.sock");
@@ -75,7 +80,9 @@ TEST(OptionsTest, BadInputExitsTwoWithOneLineNamingTheProblem) {
       {{"/tmp", "--lazy-load", "maybe"}, "--lazy-load"},
       {{"/tmp", "--mirror", "ftp://x/y"}, "--mirror"},
       {{"/tmp", "--mirror", "file://rel"}, "--mirror"},
-      {{"/tmp", "--mirror", "http://127.0.0.1:1"}, "http"},
+      {{"/tmp", "--mirror", "https://127.0.0.1:1"}, "https"},
+      {{"/tmp", "--mirror", "http://"}, "http://host:port"},
+      {{"/tmp", "--mirror", "http://h:1", "--root", "0"}, "--root"},
       {{"/tmp", "--mirror", "/a", "--mirror-socket", "/b"}, "--mirror-socket"},
       {{"/tmp", "--root", "3"}, "--root"},
       {{}, "MOUNTPOINT"},

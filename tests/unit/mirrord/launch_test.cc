@@ -48,14 +48,30 @@ TEST(LaunchTest, AcceptsEachWayIn) {
   EXPECT_TRUE(r.options->activation);
 }
 
+TEST(LaunchTest, AnHttpMirrorWithARootNode) {
+  ParseResult r = Parse(
+      {"--mirror", "http://127.0.0.1:8080", "--root", "7", "--listen", "/s"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->mirror_url, "http://127.0.0.1:8080");
+  EXPECT_TRUE(r.options->mirror_path.empty());
+  EXPECT_EQ(r.options->root_node, 7u);
+}
+
 TEST(LaunchTest, RejectsBadInputInOneLine) {
   ExpectBadInput(Parse({"--listen", "/s"}), "--mirror");
   ExpectBadInput(Parse({"--mirror", "ftp://x", "--listen", "/s"}), "--mirror");
   ExpectBadInput(Parse({"--mirror", "relative", "--listen", "/s"}), "--mirror");
   ExpectBadInput(Parse({"--mirror", "file://host/x", "--listen", "/s"}),
                  "--mirror");
-  ExpectBadInput(Parse({"--mirror", "http://h:8080", "--listen", "/s"}),
-                 "HTTP mirror is not in this build");
+  ExpectBadInput(Parse({"--mirror", "https://h:8080", "--listen", "/s"}),
+                 "https");
+  ExpectBadInput(Parse({"--mirror", "http://", "--listen", "/s"}),
+                 "http://host:port");
+  ExpectBadInput(Parse({"--mirror", "http://h:1", "--root", "0", "--listen",
+                        "/s"}),
+                 "--root");
+  ExpectBadInput(Parse({"--mirror", "/m", "--root", "5", "--listen", "/s"}),
+                 "--root needs an http");
   ExpectBadInput(Parse({"--mirror", "/m"}), "exactly one");
   ExpectBadInput(Parse({"--mirror", "/m", "--listen", "/s", "--fd", "3"}),
                  "exactly one");

@@ -1,0 +1,58 @@
+// Helpers both backends share: what a mutation is called in a log line,
+// names checked the same way, and how a failure says whether a retry can
+// ever help (the Ack's `permanent`).
+#ifndef MEMFUSE_MIRRORD_BACKEND_BACKEND_COMMON_H_
+#define MEMFUSE_MIRRORD_BACKEND_BACKEND_COMMON_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "mirror.pb.h"
+
+namespace memfuse::mirrord {
+
+namespace pb = ::memfuse::mirror::v1;
+
+// FUSE_SET_ATTR_* from <fuse_lowlevel.h>, the mask of SetAttr.
+inline constexpr uint32_t kSetMode = 1 << 0;
+inline constexpr uint32_t kSetUid = 1 << 1;
+inline constexpr uint32_t kSetGid = 1 << 2;
+inline constexpr uint32_t kSetSize = 1 << 3;
+inline constexpr uint32_t kSetAtime = 1 << 4;
+inline constexpr uint32_t kSetMtime = 1 << 5;
+inline constexpr uint32_t kSetAtimeNow = 1 << 7;
+inline constexpr uint32_t kSetMtimeNow = 1 << 8;
+
+inline constexpr size_t kMaxName = 255;
+
+// `status` marked as never to be retried, whatever its errno.
+absl::Status Permanent(absl::Status status);
+// EINVAL (permanent): bad input.
+absl::Status Invalid(absl::string_view message);
+// `err` (permanent): an object in the way, an unsupported operation.
+absl::Status Conflict(int err, absl::string_view message);
+// Environmental failures a retry may get past (space freed, permissions
+// fixed, a disk or server back); the server retries them with backoff.
+bool IsTransientErrno(int err);
+bool IsPermanent(const absl::Status& status);
+// `status` with `what` in front of its message, payloads kept.
+absl::Status Prefixed(const absl::Status& status, absl::string_view what);
+// A name for a log line: quoted, escaped, at most 300 bytes of it.
+std::string Quoted(absl::string_view name);
+// Names fsd sends: one component; ENAMETOOLONG beyond 255 bytes.
+absl::Status CheckName(absl::string_view name);
+
+const char* KindOf(mode_t mode);
+// One line saying what `m` does, for logs and acks.
+std::string Describe(const pb::Mutation& m);
+// The object a data or attribute change is for (0 for other mutations).
+uint64_t ObjectOf(const pb::Mutation& m);
+
+}  // namespace memfuse::mirrord
+
+#endif  // MEMFUSE_MIRRORD_BACKEND_BACKEND_COMMON_H_

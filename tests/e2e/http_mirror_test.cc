@@ -1,0 +1,388 @@
+// The HTTP mirror end to end: mem-fuse and the agent it spawns against a
+// fake Invariant files server (tests/testing/fake_invariant_server.h) on
+// 127.0.0.1, and the mount compared with the server's tree walked through
+// the API (names, kinds, sizes, bytes, symlink targets, executable bits).
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "mirrord/backend/http_client.h"
+#include "tests/e2e/e2e_fixture.h"
+#include "tests/e2e/workload.h"
+#include "tests/testing/fake_invariant_server.h"
+#include "tests/testing/mount_fixture.h"
+
+namespace memfuse::testing {
+namespace {
+
+using mirrord::EncodePathName;
+
+// What the server can hold of one entry of the mount.
+struct Seen {
+  InvariantKind kind = InvariantKind::kFile;
+  uint64_t size = 0;
+  std::string bytes;
+  std::string target;
+  bool executable = false;
+};
+
+std::map<std::string, Seen>* walk_into = nullptr;
+std::string walk_root;
+
+int Visit(const char* path, const struct stat* st, int type, struct FTW*) {
+  const std::string full(path);
+  if (full == walk_root) return 0;
+  // The key as the server lists it: each component encoded.
+  std::vector<std::string> parts =
+      absl::StrSplit(full.substr(walk_root.size() + 1), '/');
+  for (std::string& part : parts) part = EncodePathName(part);
+  Seen seen;
+  if (S_ISDIR(st->st_mode)) {
+    seen.kind = InvariantKind::kDirectory;
+  } else if (S_ISLNK(st->st_mode)) {
+    seen.kind = InvariantKind::kSymbolicLink;
+    char target[PATH_MAX];
+    const ssize_t n = readlink(path, target, sizeof(target));
+    if (n >= 0) seen.target.assign(target, n);
+  } else if (S_ISREG(st->st_mode)) {
+    seen.size = st->st_size;
+    seen.executable = (st->st_mode & 0111) != 0;
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      seen.bytes.resize(st->st_size);
+      size_t done = 0;
+      while (done < seen.bytes.size()) {
+        const ssize_t n =
+            pread(fd, seen.bytes.data() + done, seen.bytes.size() - done, done);
+        if (n <= 0) break;
+        done += n;
+      }
+      seen.bytes.resize(done);
+      close(fd);
+    }
+  } else {
+    return 0;  // FIFOs and the like live in fsd only
+  }
+  (*walk_into)[absl::StrJoin(parts, "/")] = std::move(seen);
+  (void)type;
+  return 0;
+}
+
+// The mount as the server should hold it.
+std::map<std::string, Seen> WalkMount(const std::string& root) {
+  std::map<std::string, Seen> out;
+  walk_into = &out;
+  walk_root = root;
+  nftw(root.c_str(), Visit, 32, FTW_PHYS);
+  walk_into = nullptr;
+  return out;
+}
+
+::testing::AssertionResult MountEqualsServer(
+    const std::string& mount, const FakeInvariantServer& server,
+    uint64_t root = FakeInvariantServer::kRootNode) {
+  absl::StatusOr<ApiTree> api = WalkApiTree("127.0.0.1", server.port(), root);
+  if (!api.ok()) {
+    return ::testing::AssertionFailure()
+           << "walking the server: " << api.status();
+  }
+  const std::map<std::string, Seen> local = WalkMount(mount);
+  std::vector<std::string> differences;
+  for (const auto& [path, seen] : local) {
+    auto it = api->find(path);
+    if (it == api->end()) {
+      differences.push_back(absl::StrCat(path, ": not on the server"));
+      continue;
+    }
+    const ApiEntry& remote = it->second;
+    if (remote.kind != seen.kind) {
+      differences.push_back(
+          absl::StrCat(path, ": kind ", InvariantKindName(remote.kind)));
+    } else if (seen.kind == InvariantKind::kFile) {
+      if (remote.size != seen.size || remote.bytes != seen.bytes) {
+        differences.push_back(absl::StrCat(path, ": ", remote.size,
+                                           " bytes on the server, ", seen.size,
+                                           " on the mount, or other bytes"));
+      }
+      if (remote.executable != seen.executable) {
+        differences.push_back(
+            absl::StrCat(path, ": executable ", remote.executable));
+      }
+    } else if (seen.kind == InvariantKind::kSymbolicLink &&
+               remote.target != seen.target) {
+      differences.push_back(
+          absl::StrCat(path, ": target ", remote.target, " vs ", seen.target));
+    }
+  }
+  for (const auto& [path, remote] : *api) {
+    if (!local.contains(path)) {
+      differences.push_back(absl::StrCat(path, ": only on the server"));
+    }
+  }
+  if (differences.empty()) return ::testing::AssertionSuccess();
+  if (differences.size() > 20) differences.resize(20);
+  return ::testing::AssertionFailure() << absl::StrJoin(differences, "\n");
+}
+
+class HttpMirrorTest : public E2eTest {
+ protected:
+  void SetUp() override {
+    E2eTest::SetUp();
+    ASSERT_TRUE(server_.Start().ok());
+  }
+  void TearDown() override {
+    E2eTest::TearDown();
+    server_.Stop();
+  }
+  std::string url() const { return server_.base_url(); }
+
+  FakeInvariantServer server_;
+};
+
+TEST_F(HttpMirrorTest, TheServerEqualsTheMountAfterEveryKindOfMutation) {
+  ASSERT_TRUE(MountMirror(url()).ok());
+  Ops on_mount(mount());
+  ASSERT_TRUE(RunBounded("the workload on the mount", kWorkloadTimeout,
+                         [&] { RunRichWorkload(on_mount); }));
+  ASSERT_EQ(on_mount.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  EXPECT_GT(server_.RequestCount(FakeInvariantServer::kSync), 0);
+
+  // A fresh mount lists the server again: the same tree (but the FIFOs,
+  // owners and xattrs, which only the first fsd held).
+  ASSERT_TRUE(CleanExit(Unmount()));
+  ASSERT_TRUE(MountMirror(url()).ok());
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  // Changes after the remount (RunFollowUpWorkload minus the xattrs the
+  // server does not keep).
+  Ops again(mount());
+  again.PWrite("top/l1/big", 15 * kMiB + 7, "appended after the remount");
+  again.PWrite("top/l1/l2/s3", 3, "XYZ");
+  again.Mkdir("after");
+  again.Mkdir("after/deeper");
+  again.WriteStream("after/deeper/new", 10, 3 * kMiB + 3);
+  again.Rename("top/l3-moved", "after/l3");
+  again.Chmod("top/l1/l2/s4", 0750);
+  again.Unlink("top/l1/h2");
+  EXPECT_EQ(again.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, NamesRoundTripThroughTheServer) {
+  ASSERT_TRUE(MountMirror(url()).ok());
+  const std::vector<std::string> names = {
+      "plain.txt",
+      "with space",
+      "100%",
+      "%41",
+      "what?",
+      "#hash",
+      "a+b",
+      "caf\xc3\xa9",
+      "\xe6\x97\xa5\xe6\x9c\xac",
+      "semi;colon&amp=",
+  };
+  Ops ops(mount());
+  ops.Mkdir("odd dir?");
+  for (const std::string& name : names) {
+    ops.WriteFile(absl::StrCat("odd dir?/", name), name);
+  }
+  ASSERT_EQ(ops.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  // Plain names are stored as they are, for other clients of the server.
+  absl::StatusOr<ApiTree> api = WalkApiTree("127.0.0.1", server_.port());
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_TRUE(api->contains("odd%20dir%3F/plain.txt"));
+  ASSERT_TRUE(CleanExit(Unmount()));
+
+  // Listed again by a fresh mount: every name comes back byte for byte.
+  ASSERT_TRUE(MountMirror(url()).ok());
+  Ops fresh(mount());
+  for (const std::string& name : names) {
+    EXPECT_EQ(fresh.Read(absl::StrCat("odd dir?/", name)), name) << name;
+  }
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+// The server replaces on create and rename and removes recursively: none of
+// that may reach it for what POSIX refuses.
+TEST_F(HttpMirrorTest, PosixIsKeptByTheClientNotTrustedToTheServer) {
+  ASSERT_TRUE(MountMirror(url()).ok());
+  Ops ops(mount());
+  ops.Mkdir("full");
+  ops.WriteFile("full/keep", "kept");
+  ops.Mkdir("other");
+  ops.WriteFile("file", "data");
+  ASSERT_TRUE(MirrorCaughtUp());
+  const std::string root = mount();
+  errno = 0;
+  EXPECT_EQ(open((root + "/file").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644),
+            -1);
+  EXPECT_EQ(errno, EEXIST);
+  EXPECT_EQ(rmdir((root + "/full").c_str()), -1);
+  EXPECT_EQ(errno, ENOTEMPTY);
+  EXPECT_EQ(rename((root + "/other").c_str(), (root + "/full").c_str()), -1);
+  EXPECT_EQ(errno, ENOTEMPTY);
+  EXPECT_EQ(mkdir((root + "/full").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EEXIST);
+  ASSERT_TRUE(MirrorCaughtUp());
+  absl::StatusOr<ApiTree> api = WalkApiTree("127.0.0.1", server_.port());
+  ASSERT_TRUE(api.ok()) << api.status();
+  ASSERT_TRUE(api->contains("full/keep"));
+  EXPECT_EQ(api->at("full/keep").bytes, "kept");
+  EXPECT_EQ(api->at("file").bytes, "data");
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, SequentialWritesCostAboutOneRequestPerBlock) {
+  ASSERT_TRUE(MountMirror(url(), {"--block-size", "256"}).ok());
+  Ops ops(mount());
+  constexpr uint64_t kSize = 16 * kMiB;
+  ASSERT_TRUE(MirrorCaughtUp());
+  server_.ResetCounters();
+  ops.WriteStream("big", 7, kSize);
+  ASSERT_EQ(ops.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  const int64_t writes = server_.RequestCount(FakeInvariantServer::kWrite);
+  const int64_t total = server_.TotalRequests();
+  EXPECT_EQ(server_.BytesWritten(), static_cast<int64_t>(kSize));
+  // 64 blocks of 256 KiB: one POST each, plus a handful for the create,
+  // the times and the sync.
+  EXPECT_LE(writes, 64 + 2);
+  EXPECT_LE(total, writes + 12) << "requests besides the writes";
+  std::string why;
+  EXPECT_TRUE(FileHoldsStream(mount() + "/big", 7, kSize, &why)) << why;
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, AServerRestartWithNewIdsLosesNothing) {
+  ASSERT_TRUE(
+      MountMirror(url(), {"--cache-size", "64", "--cache-max-write-size", "8"})
+          .ok());
+  ChurnWorkload churn(mount(), 11);
+  std::unique_ptr<Worker> worker =
+      StartWorker([&](const std::atomic<bool>& stop) {
+        churn.Run(stop, /*min_rounds=*/4, std::chrono::seconds(60));
+      });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Down for two seconds, back with every node id changed.
+  ASSERT_TRUE(server_.Restart(absl::Seconds(2)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  server_.Restart();  // and once more while serving
+  worker->RequestStop();
+  ASSERT_TRUE(worker->Join("the churn workload", kWorkloadTimeout));
+  EXPECT_GE(churn.rounds(), 4);
+  ASSERT_TRUE(MirrorCaughtUp());
+  churn.VerifyAll();
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  const DaemonStatus status(mount());
+  EXPECT_LE(status["dirty_peak"].value_or(0), 8 * kMiB) << status.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, BadAnswersGiveEioAndLoseNothing) {
+  ASSERT_TRUE(MountMirror(url()).ok());
+  Ops ops(mount());
+  ops.Mkdir("d");
+  ops.WriteFile("d/f", std::string(300000, 'x'));
+  ASSERT_TRUE(MirrorCaughtUp());
+  ASSERT_TRUE(CleanExit(Unmount()));
+
+  // A fresh mount: the listing and the block come from the server.
+  ASSERT_TRUE(MountMirror(url()).ok());
+  server_.InjectFault({Fault::Kind::kMalformedJson, 1, "GET files/directory"});
+  struct stat st;
+  EXPECT_EQ(stat((mount() + "/d").c_str(), &st), -1);
+  EXPECT_EQ(errno, EIO);
+  // Answered properly the next time.
+  EXPECT_EQ(stat((mount() + "/d/f").c_str(), &st), 0) << strerror(errno);
+
+  // Every answer cut short: the kernel's readahead and its own retry of
+  // the page both fail.
+  const int fd = open((mount() + "/d/f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  server_.InjectFault({Fault::Kind::kTruncatedBody, 100, "GET files/"});
+  char buffer[4096];
+  EXPECT_EQ(pread(fd, buffer, sizeof(buffer), 0), -1);
+  EXPECT_EQ(errno, EIO);
+  server_.ClearFaults();
+  // The write path: a failed answer is retried, the data arrives.
+  server_.InjectFault({Fault::Kind::kServerError, 2, "POST files/"});
+  server_.InjectFault({Fault::Kind::kTruncatedBody, 1, "POST files/"});
+  ops = Ops(mount());
+  ops.PWrite("d/f", 10, "fresh");
+  ASSERT_TRUE(MirrorCaughtUp());
+  EXPECT_EQ(pread(fd, buffer, 20, 0), 20);
+  EXPECT_EQ(std::string(buffer, 20), "xxxxxxxxxxfreshxxxxx");
+  close(fd);
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  ASSERT_TRUE(CleanExit(Unmount()));
+  EXPECT_NE(fs().Log().find("not JSON"), std::string::npos) << fs().Log();
+}
+
+TEST_F(HttpMirrorTest, SlowAnswersTimeOutWithEio) {
+  setenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS", "500", 1);
+  absl::Status mounted = MountMirror(url());
+  unsetenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS");
+  ASSERT_TRUE(mounted.ok()) << mounted;
+  server_.InjectFault(
+      {Fault::Kind::kDelay, 1, "GET files/directory", absl::Seconds(2)});
+  const auto start = std::chrono::steady_clock::now();
+  struct stat st;
+  EXPECT_EQ(stat((mount() + "/anything").c_str(), &st), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, RootMountsASubtree) {
+  ASSERT_TRUE(MountMirror(url()).ok());
+  Ops ops(mount());
+  ops.Mkdir("outside");
+  ops.Mkdir("sub");
+  ops.WriteFile("sub/inside", "in");
+  ASSERT_TRUE(MirrorCaughtUp());
+  ASSERT_TRUE(CleanExit(Unmount()));
+  absl::StatusOr<ApiTree> api = WalkApiTree("127.0.0.1", server_.port());
+  ASSERT_TRUE(api.ok()) << api.status();
+  const uint64_t sub = api->at("sub").node;
+
+  ASSERT_TRUE(MountMirror(url(), {"--root", absl::StrCat(sub)}).ok());
+  Ops in_sub(mount());
+  EXPECT_EQ(in_sub.Read("inside"), "in");
+  struct stat st;
+  EXPECT_EQ(stat((mount() + "/outside").c_str(), &st), -1);
+  in_sub.WriteFile("new", "made under the root");
+  ASSERT_TRUE(MirrorCaughtUp());
+  EXPECT_TRUE(MountEqualsServer(mount(), server_, sub));
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, AnUnreachableServerFailsTheMountQuickly) {
+  server_.Stop();
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status mounted = MountMirror(url());
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(mounted.ok());
+  EXPECT_LT(took, std::chrono::seconds(6));
+  EXPECT_NE(mounted.message().find("127.0.0.1"), std::string::npos) << mounted;
+}
+
+}  // namespace
+}  // namespace memfuse::testing
