@@ -174,6 +174,8 @@ class HttpBackend final : public Backend {
   // fsd id -> the mtime (ns) its last write carried, not sent yet.
   absl::flat_hash_map<uint64_t, int64_t> pending_times_ ABSL_GUARDED_BY(mu_);
   absl::Time last_write_ ABSL_GUARDED_BY(mu_);
+  // A FlushTimes is sending (see there).
+  bool flushing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;

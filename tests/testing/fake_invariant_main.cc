@@ -1,7 +1,9 @@
 // fake-invariant-server: a FakeInvariantServer on 127.0.0.1 for benchmarks
 // and manual debugging. Prints "listening on 127.0.0.1:PORT" as its first
 // line on stdout once it accepts connections, and serves until SIGINT or
-// SIGTERM.
+// SIGTERM. SIGUSR1 prints its counters as one line on stdout
+// ("requests N writes N bytes_written N reads N bytes_read N"), for the
+// benchmarks' requests per MiB.
 #include <pthread.h>
 #include <signal.h>
 
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   memfuse::testing::FakeInvariantServer::Options options;
@@ -46,8 +49,16 @@ int main(int argc, char** argv) {
   }
   std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
 
+  using Server = memfuse::testing::FakeInvariantServer;
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sigwait(&stop_signals, &signal_number) == 0 &&
+         signal_number == SIGUSR1) {
+    std::cout << "requests " << server.TotalRequests() << " writes "
+              << server.RequestCount(Server::kWrite) << " bytes_written "
+              << server.BytesWritten() << " reads "
+              << server.RequestCount(Server::kRead) << " bytes_read "
+              << server.BytesRead() << std::endl;
+  }
   server.Stop();
   return 0;
 }

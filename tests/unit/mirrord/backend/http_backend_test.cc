@@ -1,0 +1,159 @@
+#include "mirrord/backend/http_backend.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fake_invariant_server.h"
+
+namespace memfuse::mirrord {
+namespace {
+
+using testing::ApiTree;
+using testing::FakeInvariantServer;
+using testing::Fault;
+using testing::WalkApiTree;
+
+constexpr uint64_t kRoot = 1;
+
+class HttpBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_.Start().ok());
+    HttpBackend::Options options;
+    options.base_url = server_.base_url();
+    absl::StatusOr<std::unique_ptr<HttpBackend>> backend =
+        HttpBackend::Open(options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = std::move(*backend);
+    pb::HandshakeRequest hello;
+    hello.set_session_id(42);
+    hello.set_block_size(1 << 20);
+    ASSERT_TRUE(backend_->Handshake(hello).ok());
+  }
+
+  pb::Ack Apply(pb::Mutation m) {
+    m.set_seq(++seq_);
+    return backend_->Apply(m);
+  }
+  static pb::Mutation Create(uint64_t parent, const std::string& name,
+                             uint64_t id, uint32_t mode) {
+    pb::Mutation m;
+    m.mutable_create()->set_parent(parent);
+    m.mutable_create()->set_name(name);
+    m.mutable_create()->mutable_attr()->set_id(id);
+    m.mutable_create()->mutable_attr()->set_mode(mode);
+    return m;
+  }
+  static pb::Mutation Write(uint64_t id, uint64_t offset,
+                            const std::string& data) {
+    pb::Mutation m;
+    m.mutable_write()->set_id(id);
+    m.mutable_write()->set_offset(offset);
+    m.mutable_write()->set_data(data);
+    return m;
+  }
+  ApiTree Tree() {
+    absl::StatusOr<ApiTree> tree = WalkApiTree("127.0.0.1", server_.port());
+    EXPECT_TRUE(tree.ok()) << tree.status();
+    return tree.ok() ? *tree : ApiTree();
+  }
+
+  FakeInvariantServer server_;
+  std::unique_ptr<HttpBackend> backend_;
+  uint64_t seq_ = 0;
+};
+
+TEST_F(HttpBackendTest, AnExchangeInterruptedHalfWayFinishesOnRetry) {
+  ASSERT_EQ(Apply(Create(kRoot, "a", 2, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Create(kRoot, "b", 3, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(2, 0, "was a")).error(), 0);
+  ASSERT_EQ(Apply(Write(3, 0, "was b")).error(), 0);
+  pb::Mutation exchange;
+  exchange.set_seq(++seq_);
+  pb::Rename* r = exchange.mutable_rename();
+  r->set_parent(kRoot);
+  r->set_name("a");
+  r->set_new_parent(kRoot);
+  r->set_new_name("b");
+  r->set_flags(2);  // RENAME_EXCHANGE
+  r->set_id(2);
+  r->set_replaced_id(3);
+  // The second of its three renames (b to a) fails with a 500: transient.
+  server_.InjectFault({Fault::Kind::kServerError, 1, "PUT files/rename/1/b"});
+  pb::Ack ack = backend_->Apply(exchange);
+  EXPECT_EQ(ack.error(), EIO);
+  EXPECT_FALSE(ack.permanent());
+  // Retried, it finishes without redoing the first rename.
+  ack = backend_->Apply(exchange);
+  EXPECT_EQ(ack.error(), 0) << ack.message();
+  ApiTree tree = Tree();
+  ASSERT_TRUE(tree.contains("a") && tree.contains("b"));
+  EXPECT_EQ(tree["a"].bytes, "was b");
+  EXPECT_EQ(tree["b"].bytes, "was a");
+  EXPECT_EQ(tree.size(), 2u) << "the name set aside is left behind";
+  // Applied again (a replay): nothing changes.
+  EXPECT_EQ(backend_->Apply(exchange).error(), 0);
+  tree = Tree();
+  EXPECT_EQ(tree["a"].bytes, "was b");
+}
+
+TEST_F(HttpBackendTest, NeverRemovesOrReplacesAServerDirectoryWithEntries) {
+  ASSERT_EQ(Apply(Create(kRoot, "d", 2, S_IFDIR | 0755)).error(), 0);
+  ASSERT_EQ(Apply(Create(kRoot, "e", 3, S_IFDIR | 0755)).error(), 0);
+  // Another client puts a file in d behind fsd's back.
+  ApiTree before = Tree();
+  {
+    const std::string path =
+        absl::StrCat("files/", before["d"].node, "/theirs?kind=File");
+    std::unique_ptr<HttpClient> client =
+        *HttpClient::Create(server_.base_url());
+    ASSERT_EQ(client->Put(path)->status, 200);
+  }
+  pb::Mutation rmdir;
+  rmdir.mutable_remove()->set_parent(kRoot);
+  rmdir.mutable_remove()->set_name("d");
+  rmdir.mutable_remove()->set_id(2);
+  rmdir.mutable_remove()->set_directory(true);
+  pb::Ack ack = Apply(rmdir);
+  EXPECT_EQ(ack.error(), ENOTEMPTY);
+  EXPECT_TRUE(ack.permanent());
+  pb::Mutation onto;
+  pb::Rename* r = onto.mutable_rename();
+  r->set_parent(kRoot);
+  r->set_name("e");
+  r->set_new_parent(kRoot);
+  r->set_new_name("d");
+  r->set_id(3);
+  r->set_replaced_id(2);
+  ack = Apply(onto);
+  EXPECT_EQ(ack.error(), ENOTEMPTY);
+  EXPECT_TRUE(Tree().contains("d/theirs"));
+}
+
+TEST_F(HttpBackendTest, FindsItsObjectsByNameAfterTheServerRenumbers) {
+  ASSERT_EQ(Apply(Create(kRoot, "dir", 2, S_IFDIR | 0755)).error(), 0);
+  ASSERT_EQ(Apply(Create(2, "f", 3, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(3, 0, "before")).error(), 0);
+  const uint64_t old_node = Tree()["dir/f"].node;
+  server_.Restart();
+  ASSERT_EQ(Apply(Write(3, 6, " and after")).error(), 0);
+  ApiTree tree = Tree();
+  EXPECT_NE(tree["dir/f"].node, old_node);
+  EXPECT_EQ(tree["dir/f"].bytes, "before and after");
+  pb::ReadBlockRequest read;
+  read.set_id(3);
+  read.set_length(100);
+  server_.Restart();
+  std::string out(100, '\0');
+  absl::StatusOr<uint64_t> n = backend_->ReadBlock(read, absl::MakeSpan(out));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(out.substr(0, *n), "before and after");
+}
+
+}  // namespace
+}  // namespace memfuse::mirrord
