@@ -280,19 +280,62 @@ TEST_F(HttpMirrorTest, AServerRestartWithNewIdsLosesNothing) {
       StartWorker([&](const std::atomic<bool>& stop) {
         churn.Run(stop, /*min_rounds=*/4, std::chrono::seconds(60));
       });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  // Down for two seconds, back with every node id changed.
-  ASSERT_TRUE(server_.Restart(absl::Seconds(2)).ok());
+  // And a writer of four times the dirty limit, which must wait for the
+  // server to come back.
+  Ops streams(mount());
+  constexpr uint64_t kStream = 32 * kMiB;
+  std::unique_ptr<Worker> writer = StartWorker([&](const std::atomic<bool>&) {
+    streams.WriteStream("stream", 5, kStream);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Down for three seconds, back with every node id changed.
+  ASSERT_TRUE(server_.Restart(absl::Seconds(3)).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   server_.Restart();  // and once more while serving
+  ASSERT_TRUE(writer->Join("the stream writer", kWorkloadTimeout));
+  EXPECT_EQ(streams.failures(), 0);
   worker->RequestStop();
   ASSERT_TRUE(worker->Join("the churn workload", kWorkloadTimeout));
   EXPECT_GE(churn.rounds(), 4);
   ASSERT_TRUE(MirrorCaughtUp());
   churn.VerifyAll();
+  std::string why;
+  EXPECT_TRUE(FileHoldsStream(mount() + "/stream", 5, kStream, &why)) << why;
   EXPECT_TRUE(MountEqualsServer(mount(), server_));
   const DaemonStatus status(mount());
   EXPECT_LE(status["dirty_peak"].value_or(0), 8 * kMiB) << status.text();
+  EXPECT_GT(status["dirty_waits"].value_or(0), 0u)
+      << "no writer waited while the server was down\n"
+      << status.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+TEST_F(HttpMirrorTest, EvictedBlocksComeBackFromTheServer) {
+  ASSERT_TRUE(
+      MountMirror(url(), {"--cache-size", "16", "--cache-max-write-size", "8",
+                          "--block-size", "256"})
+          .ok());
+  constexpr uint64_t kSize = 48 * kMiB;  // three times the cache
+  Ops ops(mount());
+  ASSERT_TRUE(RunBounded("writing", kWorkloadTimeout,
+                         [&] { ops.WriteStream("big", 3, kSize); }));
+  ASSERT_EQ(ops.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  const std::string big = mount() + "/big";
+  {
+    const int fd = open(big.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+  }
+  server_.ResetCounters();
+  std::string why;
+  EXPECT_TRUE(FileHoldsStream(big, 3, kSize, &why)) << why;
+  const DaemonStatus status(mount());
+  EXPECT_GT(status["blocks_evicted"].value_or(0), 0u) << status.text();
+  EXPECT_GT(status["blocks_fetched"].value_or(0), 0u) << status.text();
+  EXPECT_GT(server_.RequestCount(FakeInvariantServer::kRead), 0);
+  EXPECT_LE(status["cache_peak"].value_or(0), 16 * kMiB) << status.text();
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 
