@@ -4,6 +4,7 @@
 // the API (names, kinds, sizes, bytes, symlink targets, executable bits).
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -307,6 +308,35 @@ TEST_F(HttpMirrorTest, AServerRestartWithNewIdsLosesNothing) {
   EXPECT_GT(status["dirty_waits"].value_or(0), 0u)
       << "no writer waited while the server was down\n"
       << status.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+// kill -9 of the agent: fsd respawns it, the new agent knows nothing (the
+// server keeps no replay state of ours) and gets everything
+// unacknowledged again; every mutation is safe to apply twice.
+TEST_F(HttpMirrorTest, TheAgentKilledRepeatedlyLosesNothing) {
+  ASSERT_TRUE(MountMirror(url(), {"--cache-size", "64"}).ok());
+  pid_t agent = WaitForMirrordChild();
+  ASSERT_NE(agent, 0);
+  ChurnWorkload churn(mount(), 23);
+  std::unique_ptr<Worker> worker =
+      StartWorker([&](const std::atomic<bool>& stop) {
+        churn.Run(stop, /*min_rounds=*/4, std::chrono::seconds(60));
+      });
+  for (int kills = 0; kills < 3 && !worker->done(); ++kills) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 200 * kills));
+    if (kill(agent, SIGKILL) != 0) {
+      ASSERT_EQ(errno, ESRCH);  // it died by itself
+    }
+    const pid_t next = WaitForMirrordChild(/*not_this=*/agent);
+    ASSERT_NE(next, 0) << "no new agent after kill -9 of " << agent;
+    agent = next;
+  }
+  worker->RequestStop();
+  ASSERT_TRUE(worker->Join("the churn workload", kWorkloadTimeout));
+  ASSERT_TRUE(MirrorCaughtUp());
+  churn.VerifyAll();
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 
