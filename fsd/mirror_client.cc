@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -35,6 +36,8 @@ constexpr uint32_t kProtocolVersion = 1;
 // How long fsd waits for mirrord at mount before giving up.
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+// How much lower than fsd's FUSE threads mirroring runs (nice(2) steps).
+constexpr int kBackgroundNice = 5;
 // How long a read of the mirror waits for an agent that is restarting.
 constexpr absl::Duration kReadTimeout = absl::Seconds(30);
 
@@ -416,6 +419,10 @@ absl::Status MirrorClient::Start() {
 }
 
 void MirrorClient::Run() {
+  // Mirroring is background work: on a busy machine the program writing to
+  // the mount goes first, and the dirty limit makes sure the mirror is not
+  // starved for long (writers wait, and then it has the CPU).
+  setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kBackgroundNice);
   bool connected = true;
   absl::Duration backoff = absl::Milliseconds(100);
   std::string last_error;

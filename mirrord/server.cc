@@ -1,6 +1,10 @@
 #include "mirrord/server.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -20,6 +24,8 @@ constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
 // The largest block read answered inline (fsd's largest --block-size).
 constexpr uint64_t kMaxInlineRead = 64 << 20;
 constexpr uint32_t kProtocolVersion = 1;
+// How much lower than the read calls the Apply stream runs (nice(2) steps).
+constexpr int kApplyNice = 5;
 
 grpc::Status Unavailable() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the agent is stopping");
@@ -141,6 +147,18 @@ grpc::Status MirrorService::Apply(
     apply_busy_ = false;
     generation = generation_;
   }
+  // Applying is background work for the program on the mount, reading
+  // (ReadBlock, ListDirectory) is not: this stream's thread runs at a lower
+  // priority while it lasts, the read calls' threads at the agent's own.
+  const id_t self = static_cast<id_t>(gettid());
+  errno = 0;
+  const int own_nice = getpriority(PRIO_PROCESS, self);
+  if (errno == 0) setpriority(PRIO_PROCESS, self, own_nice + kApplyNice);
+  // (An agent without CAP_SYS_NICE cannot go back up: that pool thread
+  // then stays lower, which costs a later read call little.)
+  absl::Cleanup restore_nice = [self, own_nice] {
+    setpriority(PRIO_PROCESS, self, own_nice);
+  };
   absl::Cleanup unregister = [this] {
     absl::MutexLock l(&mu_);
     apply_context_ = nullptr;
