@@ -2,12 +2,14 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "glog/logging.h"
 #include "mirrord/backend/confined_dir.h"
 
 namespace memfuse::mirrord {
@@ -87,6 +89,37 @@ absl::Status CheckName(absl::string_view name) {
   absl::Status valid = ValidateName(name);
   if (!valid.ok()) return Invalid(valid.message());
   return absl::OkStatus();
+}
+
+pb::Ack AckBook::Record(uint64_t seq, const absl::Status& status) {
+  pb::Ack ack;
+  ack.set_seq(seq);
+  if (status.ok()) {
+    last_applied_seq = std::max(last_applied_seq, seq);
+    healthy = true;
+    return ack;
+  }
+  ack.set_error(StatusToErrno(status));
+  ack.set_message(std::string(status.message()));
+  ack.set_permanent(IsPermanent(status));
+  ++errors_total;
+  last_error = std::string(status.message());
+  if (ack.permanent()) {
+    LOG(WARNING) << "rejected: " << status.message();
+    last_applied_seq = std::max(last_applied_seq, seq);
+  } else {
+    healthy = false;
+  }
+  return ack;
+}
+
+void AckBook::Fill(pb::StatusResponse* status) const {
+  status->set_last_applied_seq(last_applied_seq);
+  status->set_backend_healthy(healthy);
+  status->set_last_error(last_error);
+  status->set_errors_total(errors_total);
+  status->set_directories_listed(directories_listed);
+  status->set_blocks_read(blocks_read);
 }
 
 const char* KindOf(mode_t mode) {

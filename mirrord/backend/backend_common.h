@@ -47,6 +47,23 @@ std::string Quoted(absl::string_view name);
 // Names fsd sends: one component; ENAMETOOLONG beyond 255 bytes.
 absl::Status CheckName(absl::string_view name);
 
+// What a backend records of the acknowledgements it gave, for the status
+// call. Not thread-safe: the backend's own mutex guards it.
+struct AckBook {
+  uint64_t last_applied_seq = 0;
+  bool healthy = true;
+  std::string last_error;
+  uint64_t errors_total = 0;
+  uint64_t directories_listed = 0;
+  uint64_t blocks_read = 0;
+
+  // The ack of mutation `seq`, which ended with `status`, recorded. A
+  // permanent refusal is logged here: never retried, this is its only
+  // trace (the server logs transient ones, once per cause).
+  pb::Ack Record(uint64_t seq, const absl::Status& status);
+  void Fill(pb::StatusResponse* status) const;
+};
+
 const char* KindOf(mode_t mode);
 // One line saying what `m` does, for logs and acks.
 std::string Describe(const pb::Mutation& m);

@@ -281,9 +281,9 @@ absl::StatusOr<pb::HandshakeResponse> HttpBackend::Handshake(
   // got to in the same session, from the start otherwise (every
   // mutation is safe to apply on its own result).
   const uint64_t resume =
-      request.session_id() == session_id_ ? last_applied_seq_ : 0;
+      request.session_id() == session_id_ ? acks_.last_applied_seq : 0;
   session_id_ = request.session_id();
-  last_applied_seq_ = resume;
+  acks_.last_applied_seq = resume;
   block_size_ = request.block_size();
   LOG(INFO) << "session " << absl::StrFormat("%016x", session_id_)
             << ": block size " << block_size_ << ", last applied seq "
@@ -324,8 +324,8 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
     status = Invalid("no operation");
   } else {
     absl::MutexLock l(&mu_);
-    done =
-        mutation.op_case() != pb::Mutation::kSync && seq <= last_applied_seq_;
+    done = mutation.op_case() != pb::Mutation::kSync &&
+           seq <= acks_.last_applied_seq;
     // A change to an object fsd keeps after its last name went, or to one
     // that lives in fsd only: nothing on the server to change.
     const uint64_t object = ObjectOf(mutation);
@@ -381,30 +381,8 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
 }
 
 pb::Ack HttpBackend::MakeAck(uint64_t seq, const absl::Status& status) {
-  pb::Ack ack;
-  ack.set_seq(seq);
   absl::MutexLock l(&mu_);
-  if (status.ok()) {
-    last_applied_seq_ = std::max(last_applied_seq_, seq);
-    healthy_ = true;
-    return ack;
-  }
-  // Transport failures and 5xx carry no errno: EIO, and retried.
-  const bool transient_code = absl::IsUnavailable(status) ||
-                              absl::IsDeadlineExceeded(status) ||
-                              absl::IsDataLoss(status);
-  ack.set_error(transient_code ? EIO : StatusToErrno(status));
-  ack.set_message(std::string(status.message()));
-  ack.set_permanent(!transient_code && IsPermanent(status));
-  ++errors_total_;
-  last_error_ = std::string(status.message());
-  if (ack.permanent()) {
-    LOG(WARNING) << "rejected: " << status.message();
-    last_applied_seq_ = std::max(last_applied_seq_, seq);
-  } else {
-    healthy_ = false;  // the server logs it (once per cause) and retries
-  }
-  return ack;
+  return acks_.Record(seq, status);
 }
 
 absl::Status HttpBackend::ApplyCreate(const pb::Create& op) {
@@ -954,7 +932,7 @@ absl::StatusOr<pb::ListDirectoryResponse> HttpBackend::ListDirectory(
     entry->set_name(std::move(f.name));
   }
   response.set_next_free_id(next);
-  ++directories_listed_;
+  ++acks_.directories_listed;
   return response;
 }
 
@@ -976,7 +954,7 @@ absl::StatusOr<uint64_t> HttpBackend::ReadBlock(
         return std::min(response.bytes, length);
       }));
   absl::MutexLock l(&mu_);
-  ++blocks_read_;
+  ++acks_.blocks_read;
   return got;
 }
 
@@ -1010,12 +988,7 @@ absl::StatusOr<pb::StatResponse> HttpBackend::Stat(
 
 void HttpBackend::FillStatus(pb::StatusResponse* status) {
   absl::MutexLock l(&mu_);
-  status->set_last_applied_seq(last_applied_seq_);
-  status->set_backend_healthy(healthy_);
-  status->set_last_error(last_error_);
-  status->set_errors_total(errors_total_);
-  status->set_directories_listed(directories_listed_);
-  status->set_blocks_read(blocks_read_);
+  acks_.Fill(status);
 }
 
 }  // namespace memfuse::mirrord

@@ -57,6 +57,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "mirrord/backend/backend.h"
+#include "mirrord/backend/backend_common.h"
 #include "mirrord/backend/http_client.h"
 #include "mirrord/backend/id_map.h"
 #include "nlohmann/json_fwd.hpp"
@@ -179,13 +180,8 @@ class HttpBackend final : public Backend {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t last_applied_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  AckBook acks_ ABSL_GUARDED_BY(mu_);
   uint32_t block_size_ ABSL_GUARDED_BY(mu_) = 0;
-  bool healthy_ ABSL_GUARDED_BY(mu_) = true;
-  std::string last_error_ ABSL_GUARDED_BY(mu_);
-  uint64_t errors_total_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t directories_listed_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t blocks_read_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread times_thread_;
 };

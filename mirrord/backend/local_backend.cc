@@ -22,8 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
-#include "mirrord/backend/backend_common.h"
 #include "glog/logging.h"
+#include "mirrord/backend/backend_common.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -228,7 +228,7 @@ absl::StatusOr<pb::HandshakeResponse> LocalBackend::Handshake(
   block_size_ = request.block_size();
   ASSIGN_OR_RETURN(stored_, LoadStateLocked());
   const uint64_t resume = stored_.session == session_id_ ? stored_.seq : 0;
-  last_applied_seq_ = resume;
+  acks_.last_applied_seq = resume;
   LOG(INFO) << "session " << absl::StrFormat("%016x", session_id_)
             << ": block size " << block_size_ << ", last applied seq "
             << resume;
@@ -569,8 +569,8 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
     }
   }
   if (!status.ok()) {
-    status = Prefixed(status, absl::StrCat(Describe(mutation),
-                                           MirrorPathOf(mutation)));
+    status = Prefixed(status,
+                      absl::StrCat(Describe(mutation), MirrorPathOf(mutation)));
   }
   return MakeAck(seq, status);
 }
@@ -578,16 +578,35 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
 std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
   uint64_t id = 0;
   switch (m.op_case()) {
-    case pb::Mutation::kCreate: id = m.create().parent(); break;
-    case pb::Mutation::kWrite: id = m.write().id(); break;
-    case pb::Mutation::kSetAttr: id = m.set_attr().attr().id(); break;
-    case pb::Mutation::kLink: id = m.link().id(); break;
-    case pb::Mutation::kRemove: id = m.remove().parent(); break;
-    case pb::Mutation::kRename: id = m.rename().parent(); break;
-    case pb::Mutation::kSetXattr: id = m.set_xattr().id(); break;
-    case pb::Mutation::kRemoveXattr: id = m.remove_xattr().id(); break;
-    case pb::Mutation::kSync: id = m.sync().id(); break;
-    case pb::Mutation::OP_NOT_SET: return "";
+    case pb::Mutation::kCreate:
+      id = m.create().parent();
+      break;
+    case pb::Mutation::kWrite:
+      id = m.write().id();
+      break;
+    case pb::Mutation::kSetAttr:
+      id = m.set_attr().attr().id();
+      break;
+    case pb::Mutation::kLink:
+      id = m.link().id();
+      break;
+    case pb::Mutation::kRemove:
+      id = m.remove().parent();
+      break;
+    case pb::Mutation::kRename:
+      id = m.rename().parent();
+      break;
+    case pb::Mutation::kSetXattr:
+      id = m.set_xattr().id();
+      break;
+    case pb::Mutation::kRemoveXattr:
+      id = m.remove_xattr().id();
+      break;
+    case pb::Mutation::kSync:
+      id = m.sync().id();
+      break;
+    case pb::Mutation::OP_NOT_SET:
+      return "";
   }
   absl::MutexLock l(&mu_);
   if (!ids_.Contains(id)) return "";
@@ -599,27 +618,8 @@ std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
 }
 
 pb::Ack LocalBackend::MakeAck(uint64_t seq, const absl::Status& status) {
-  pb::Ack ack;
-  ack.set_seq(seq);
   absl::MutexLock l(&mu_);
-  if (status.ok()) {
-    last_applied_seq_ = std::max(last_applied_seq_, seq);
-    healthy_ = true;
-    return ack;
-  }
-  ack.set_error(StatusToErrno(status));
-  ack.set_message(std::string(status.message()));
-  ack.set_permanent(IsPermanent(status));
-  ++errors_total_;
-  last_error_ = std::string(status.message());
-  if (ack.permanent()) {
-    // Never retried: this is the only trace it leaves.
-    LOG(WARNING) << "rejected: " << status.message();
-    last_applied_seq_ = std::max(last_applied_seq_, seq);
-  } else {
-    healthy_ = false;  // the server logs it (once per cause) and retries
-  }
-  return ack;
+  return acks_.Record(seq, status);
 }
 
 absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
@@ -775,8 +775,7 @@ char* AlignedScratch(size_t size) {
 
 }  // namespace
 
-LocalBackend::SharedFd LocalBackend::DirectFd(uint64_t id,
-                                              const SharedFd& fd) {
+LocalBackend::SharedFd LocalBackend::DirectFd(uint64_t id, const SharedFd& fd) {
   if (dio_align_.load(std::memory_order_relaxed) == kNoDirectIo) return {};
   if (SharedFd direct = direct_fds_.Get(id)) return direct;
   // Reopened through the descriptor, not by name: the same file, with no
@@ -849,8 +848,7 @@ std::optional<absl::StatusOr<uint64_t>> LocalBackend::ReadDirect(
 }
 
 absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
-                                     absl::string_view data,
-                                     uint64_t offset) {
+                                     absl::string_view data, uint64_t offset) {
   if (data.size() >= kMinDirectWrite) {
     // Whole aligned pages go to the disk straight from one copy in memory:
     // through the page cache a block costs a second copy and the kernel's
@@ -874,8 +872,8 @@ absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
         }
       }
       if (aligned != nullptr) {
-        RETURN_IF_ERROR(PWriteAll(fd->get(), data.substr(0, start - offset),
-                                  offset));
+        RETURN_IF_ERROR(
+            PWriteAll(fd->get(), data.substr(0, start - offset), offset));
         absl::Status direct_status = PWriteAll(
             direct->get(), absl::string_view(aligned, stop - start), start);
         if (!direct_status.ok()) {
@@ -885,8 +883,8 @@ absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
             return direct_status;
           }
           direct_fds_.Erase(id);
-          RETURN_IF_ERROR(PWriteAll(fd->get(), data.substr(start - offset),
-                                    start));
+          RETURN_IF_ERROR(
+              PWriteAll(fd->get(), data.substr(start - offset), start));
           return absl::OkStatus();
         }
         return PWriteAll(fd->get(), data.substr(stop - offset), stop);
@@ -1325,8 +1323,7 @@ absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
       IndexBoundFilesLocked();
       it = inode_ids_.find(inode);
     }
-    return it != inode_ids_.end() && ids_.Contains(it->second) ? it->second
-                                                               : 0;
+    return it != inode_ids_.end() && ids_.Contains(it->second) ? it->second : 0;
   };
   if (request.max_new_ids() > 0) {
     uint64_t needed = 0;
@@ -1357,7 +1354,7 @@ absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
     *response.add_entries() = std::move(f.entry);
   }
   response.set_next_free_id(next);
-  ++directories_listed_;
+  ++acks_.directories_listed;
   return response;
 }
 
@@ -1395,7 +1392,7 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
           ReadDirect(request.id(), fd, request.offset(), out.first(length))) {
     if (direct->ok()) {
       absl::MutexLock l(&mu_);
-      ++blocks_read_;
+      ++acks_.blocks_read;
     }
     return *direct;
   }
@@ -1411,7 +1408,7 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
     done += n;
   }
   absl::MutexLock l(&mu_);
-  ++blocks_read_;
+  ++acks_.blocks_read;
   return done;
 }
 
@@ -1447,12 +1444,7 @@ absl::StatusOr<pb::StatResponse> LocalBackend::Stat(
 
 void LocalBackend::FillStatus(pb::StatusResponse* status) {
   absl::MutexLock l(&mu_);
-  status->set_last_applied_seq(last_applied_seq_);
-  status->set_backend_healthy(healthy_);
-  status->set_last_error(last_error_);
-  status->set_errors_total(errors_total_);
-  status->set_directories_listed(directories_listed_);
-  status->set_blocks_read(blocks_read_);
+  acks_.Fill(status);
 }
 
 }  // namespace memfuse::mirrord

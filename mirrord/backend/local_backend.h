@@ -52,6 +52,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "mirrord/backend/backend.h"
+#include "mirrord/backend/backend_common.h"
 #include "mirrord/backend/confined_dir.h"
 #include "mirrord/backend/fd_cache.h"
 #include "mirrord/backend/id_map.h"
@@ -236,12 +237,7 @@ class LocalBackend final : public Backend {
   std::deque<uint64_t> unlinked_order_ ABSL_GUARDED_BY(mu_);
 
   // For GetStatus.
-  uint64_t last_applied_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  bool healthy_ ABSL_GUARDED_BY(mu_) = true;
-  std::string last_error_ ABSL_GUARDED_BY(mu_);
-  uint64_t errors_total_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t directories_listed_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t blocks_read_ ABSL_GUARDED_BY(mu_) = 0;
+  AckBook acks_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace memfuse::mirrord
