@@ -225,6 +225,11 @@ absl::Status E2eTest::MountWithSocket(const std::string& socket,
 }
 
 absl::Status E2eTest::StartAgent(const std::string& socket) {
+  return StartAgentFor(mirror_, socket);
+}
+
+absl::Status E2eTest::StartAgentFor(const std::string& spec,
+                                    const std::string& socket) {
   if (agent_ != nullptr) {
     if (!agent_->WaitForExit(std::chrono::milliseconds(0))) {
       return absl::FailedPreconditionError(
@@ -234,7 +239,7 @@ absl::Status E2eTest::StartAgent(const std::string& socket) {
   }
   std::string log = TempPath(absl::StrCat("mirrord-", ++agent_starts_, ".log"));
   absl::StatusOr<std::unique_ptr<ChildProcess>> agent = ChildProcess::Start(
-      {MirrordBinary(), "--mirror", mirror_, "--listen", socket}, log);
+      {MirrordBinary(), "--mirror", spec, "--listen", socket}, log);
   if (!agent.ok()) return agent.status();
   agent_ = std::move(*agent);
   bool up = WaitFor(

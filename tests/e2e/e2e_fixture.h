@@ -149,6 +149,9 @@ class E2eTest : public ::testing::Test {
   // count). Replaces a previous agent, which must be dead already. The
   // stale socket file is left in place, as after any crash.
   absl::Status StartAgent(const std::string& socket);
+  // The same with another mirror than mirror() (an http:// URL).
+  absl::Status StartAgentFor(const std::string& spec,
+                             const std::string& socket);
   ChildProcess* agent() { return agent_.get(); }
 
   // Unmounts with fusermount3 -u and waits at most kDrainTimeout for the

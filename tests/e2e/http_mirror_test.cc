@@ -340,6 +340,34 @@ TEST_F(HttpMirrorTest, TheAgentKilledRepeatedlyLosesNothing) {
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 
+// The agent started on its own (systemd, Kubernetes), fsd reaching it with
+// --mirror-socket; and an eager mount (--lazy-load false) of what the
+// server then holds.
+TEST_F(HttpMirrorTest, ASeparateAgentAndAnEagerMount) {
+  const std::string socket = TempPath("mirrord.sock");
+  ASSERT_TRUE(StartAgentFor(url(), socket).ok());
+  ASSERT_TRUE(MountWithSocket(socket).ok());
+  Ops ops(mount());
+  ops.Mkdir("a");
+  ops.Mkdir("a/b");
+  ops.WriteFile("a/b/f", "through the socket");
+  ops.WriteStream("a/big", 4, 3 * kMiB);
+  ops.Symlink("b/f", "a/link");
+  ASSERT_EQ(ops.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp());
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  ASSERT_TRUE(CleanExit(Unmount()));
+
+  ASSERT_TRUE(MountMirror(url(), {"--lazy-load", "false"}).ok());
+  // Everything was listed at mount: looking around lists nothing more.
+  const DaemonStatus loaded(mount());
+  EXPECT_EQ(loaded["dirs_listed"], 3u) << loaded.text();
+  EXPECT_TRUE(MountEqualsServer(mount(), server_));
+  const DaemonStatus after(mount());
+  EXPECT_EQ(after["dirs_listed"], 3u) << after.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
 TEST_F(HttpMirrorTest, EvictedBlocksComeBackFromTheServer) {
   ASSERT_TRUE(
       MountMirror(url(), {"--cache-size", "16", "--cache-max-write-size", "8",
