@@ -136,6 +136,16 @@ std::map<std::string, Seen> WalkMount(const std::string& root) {
   return ::testing::AssertionFailure() << absl::StrJoin(differences, "\n");
 }
 
+uint64_t FileSize(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+}
+
+// Data bytes the agent has acknowledged since the mount.
+uint64_t MirroredBytes(const std::string& mount) {
+  return DaemonStatus(mount)["mirrored_data_bytes"].value_or(0);
+}
+
 class HttpMirrorTest : public E2eTest {
  protected:
   void SetUp() override {
@@ -288,11 +298,16 @@ TEST_F(HttpMirrorTest, AServerRestartWithNewIdsLosesNothing) {
   std::unique_ptr<Worker> writer = StartWorker([&](const std::atomic<bool>&) {
     streams.WriteStream("stream", 5, kStream);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  // Down for three seconds, back with every node id changed.
+  // Once the writer is under way: down for three seconds, back with every
+  // node id changed.
+  ASSERT_TRUE(WaitFor([&] { return FileSize(mount() + "/stream") > kMiB; },
+                      std::chrono::seconds(30)));
   ASSERT_TRUE(server_.Restart(absl::Seconds(3)).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  server_.Restart();  // and once more while serving
+  // Once the server has taken data again: renumbered once more, serving.
+  const uint64_t mirrored = MirroredBytes(mount());
+  ASSERT_TRUE(WaitFor([&] { return MirroredBytes(mount()) > mirrored; },
+                      std::chrono::seconds(30)));
+  server_.Restart();
   ASSERT_TRUE(writer->Join("the stream writer", kWorkloadTimeout));
   EXPECT_EQ(streams.failures(), 0);
   worker->RequestStop();
@@ -324,7 +339,10 @@ TEST_F(HttpMirrorTest, TheAgentKilledRepeatedlyLosesNothing) {
         churn.Run(stop, /*min_rounds=*/4, std::chrono::seconds(60));
       });
   for (int kills = 0; kills < 3 && !worker->done(); ++kills) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 200 * kills));
+    // Each kill once the current agent has applied some of the workload.
+    const uint64_t mirrored = MirroredBytes(mount());
+    ASSERT_TRUE(WaitFor([&] { return MirroredBytes(mount()) > mirrored; },
+                        std::chrono::seconds(30)));
     if (kill(agent, SIGKILL) != 0) {
       ASSERT_EQ(errno, ESRCH);  // it died by itself
     }

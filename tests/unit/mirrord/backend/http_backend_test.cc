@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_invariant_server.h"
+#include "tests/unit/mirrord/backend/mutations.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -39,23 +40,6 @@ class HttpBackendTest : public ::testing::Test {
   pb::Ack Apply(pb::Mutation m) {
     m.set_seq(++seq_);
     return backend_->Apply(m);
-  }
-  static pb::Mutation Create(uint64_t parent, const std::string& name,
-                             uint64_t id, uint32_t mode) {
-    pb::Mutation m;
-    m.mutable_create()->set_parent(parent);
-    m.mutable_create()->set_name(name);
-    m.mutable_create()->mutable_attr()->set_id(id);
-    m.mutable_create()->mutable_attr()->set_mode(mode);
-    return m;
-  }
-  static pb::Mutation Write(uint64_t id, uint64_t offset,
-                            const std::string& data) {
-    pb::Mutation m;
-    m.mutable_write()->set_id(id);
-    m.mutable_write()->set_offset(offset);
-    m.mutable_write()->set_data(data);
-    return m;
   }
   ApiTree Tree() {
     absl::StatusOr<ApiTree> tree = WalkApiTree("127.0.0.1", server_.port());

@@ -24,6 +24,7 @@
 #include "common/shared_region.h"
 #include "common/unique_fd.h"
 #include "gtest/gtest.h"
+#include "tests/unit/mirrord/backend/mutations.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -34,7 +35,6 @@ using common::UniqueFd;
 constexpr uint64_t kRoot = 1;
 constexpr uint64_t kSession = 0x5e5510;
 constexpr uint32_t kBlock = 4096;
-constexpr int64_t kTime = 1600000000123456789;  // some ns since the epoch
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -138,94 +138,6 @@ class LocalBackendTest : public ::testing::Test {
     if (!n.ok()) return n.status();
     out.resize(*n);
     return out;
-  }
-
-  static pb::Attr MakeAttr(uint64_t id, uint32_t mode) {
-    pb::Attr attr;
-    attr.set_id(id);
-    attr.set_mode(mode);
-    attr.set_uid(getuid());
-    attr.set_gid(getgid());
-    attr.set_atime_ns(kTime);
-    attr.set_mtime_ns(kTime);
-    return attr;
-  }
-  static pb::Mutation Create(uint64_t parent, const std::string& name,
-                             uint64_t id, uint32_t mode,
-                             const std::string& target = "") {
-    pb::Mutation m;
-    m.mutable_create()->set_parent(parent);
-    m.mutable_create()->set_name(name);
-    *m.mutable_create()->mutable_attr() = MakeAttr(id, mode);
-    m.mutable_create()->set_symlink_target(target);
-    return m;
-  }
-  static pb::Mutation Write(uint64_t id, uint64_t offset,
-                            const std::string& data) {
-    pb::Mutation m;
-    m.mutable_write()->set_id(id);
-    m.mutable_write()->set_offset(offset);
-    m.mutable_write()->set_data(data);
-    m.mutable_write()->set_atime_ns(kTime);
-    m.mutable_write()->set_mtime_ns(kTime);
-    return m;
-  }
-  static pb::Mutation Link(uint64_t id, uint64_t new_parent,
-                           const std::string& new_name) {
-    pb::Mutation m;
-    m.mutable_link()->set_id(id);
-    m.mutable_link()->set_new_parent(new_parent);
-    m.mutable_link()->set_new_name(new_name);
-    return m;
-  }
-  static pb::Mutation Remove(uint64_t parent, const std::string& name,
-                             uint64_t id, bool directory = false) {
-    pb::Mutation m;
-    m.mutable_remove()->set_parent(parent);
-    m.mutable_remove()->set_name(name);
-    m.mutable_remove()->set_id(id);
-    m.mutable_remove()->set_directory(directory);
-    return m;
-  }
-  static pb::Mutation Rename(uint64_t parent, const std::string& name,
-                             uint64_t new_parent, const std::string& new_name,
-                             uint64_t id, uint64_t replaced = 0,
-                             uint32_t flags = 0) {
-    pb::Mutation m;
-    pb::Rename* r = m.mutable_rename();
-    r->set_parent(parent);
-    r->set_name(name);
-    r->set_new_parent(new_parent);
-    r->set_new_name(new_name);
-    r->set_id(id);
-    r->set_replaced_id(replaced);
-    r->set_flags(flags);
-    return m;
-  }
-  static pb::Mutation SetXattr(uint64_t id, const std::string& name,
-                               const std::string& value) {
-    pb::Mutation m;
-    m.mutable_set_xattr()->set_id(id);
-    m.mutable_set_xattr()->set_name(name);
-    m.mutable_set_xattr()->set_value(value);
-    return m;
-  }
-  static pb::Mutation RemoveXattr(uint64_t id, const std::string& name) {
-    pb::Mutation m;
-    m.mutable_remove_xattr()->set_id(id);
-    m.mutable_remove_xattr()->set_name(name);
-    return m;
-  }
-  static pb::Mutation SetAttr(uint32_t mask, const pb::Attr& attr) {
-    pb::Mutation m;
-    m.mutable_set_attr()->set_mask(mask);
-    *m.mutable_set_attr()->mutable_attr() = attr;
-    return m;
-  }
-  static pb::Mutation Sync(uint64_t id) {
-    pb::Mutation m;
-    m.mutable_sync()->set_id(id);
-    return m;
   }
 
   void Bind(uint64_t id, uint64_t parent, const std::string& name) {
