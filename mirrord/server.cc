@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "glog/logging.h"
+#include "mirrord/backend/backend_common.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -166,40 +168,177 @@ grpc::Status MirrorService::Apply(
     bytes_in_flight_ = 0;
   };
 
-  pb::Mutation mutation;
-  // Read only when ready to apply: a slow backend slows fsd (invariant 5).
-  while (stream->Read(&mutation)) {
+  {
+    absl::MutexLock l(&mu_);
+    next_.reset();
+    reader_done_ = false;
+    reader_stop_ = false;
+  }
+  std::thread reader([this, stream] { ReadMutations(stream); });
+  // The reader ends when the stream does; on any other way out it is told
+  // to stop and the call is cancelled, which ends its Read.
+  absl::Cleanup join_reader = [this, context, &reader] {
+    bool done;
     {
       absl::MutexLock l(&mu_);
-      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
-        return *end;  // not applied: fsd sends it again
-      }
+      reader_stop_ = true;
+      done = reader_done_;
+    }
+    if (!done) context->TryCancel();
+    reader.join();
+  };
+
+  std::deque<Held> held;
+  absl::Time oldest_held;
+  auto end_status = [&]() -> grpc::Status {
+    absl::MutexLock l(&mu_);
+    if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
+      return *end;
+    }
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
+    return grpc::Status::OK;
+  };
+  // Commits what is held and sends its acks; false when the stream ends.
+  auto commit = [&]() -> bool {
+    return CommitHeld(context, &held, generation) &&
+           SendDurableAcks(stream, &held);
+  };
+  pb::Mutation mutation;
+  while (true) {
+    absl::Duration wait = absl::Milliseconds(100);
+    if (!held.empty()) {
+      wait = std::max(absl::ZeroDuration(),
+                      std::min(kIdleCommit,
+                               oldest_held + kMaxCommitDelay - absl::Now()));
+    }
+    const Next next = TakeMutation(&mutation, wait, generation);
+    if (next == Next::kEnd) {
+      // What was applied is committed and acknowledged before the stream
+      // ends (best effort: a lost ack only means a replay).
+      if (!held.empty() && !context->IsCancelled()) commit();
+      return end_status();
+    }
+    if (next == Next::kIdle) {
+      if (!held.empty() && !commit()) return end_status();
+      continue;
+    }
+    if (!held.empty() && backend_->NeedsCommitBefore(mutation) && !commit()) {
+      return end_status();
+    }
+    {
+      absl::MutexLock l(&mu_);
       apply_busy_ = true;
       bytes_in_flight_ =
           mutation.has_write() ? mutation.write().data().size() : 0;
     }
     std::optional<pb::Ack> ack = ApplyWithRetry(context, mutation, generation);
-    if (!ack.has_value()) {
-      absl::MutexLock l(&mu_);
-      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
-        return *end;
-      }
-      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    }
-    const bool sent = stream->Write(*ack);
     {
       absl::MutexLock l(&mu_);
       apply_busy_ = false;
       bytes_in_flight_ = 0;
-      if (std::optional<grpc::Status> end = EndReasonLocked(generation)) {
-        return *end;
-      }
     }
-    if (!sent) {
+    if (!ack.has_value()) return end_status();
+    if (held.empty()) oldest_held = absl::Now();
+    held.push_back(Held{std::move(mutation), *std::move(ack)});
+    if (!SendDurableAcks(stream, &held)) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
+    if (!held.empty() && absl::Now() - oldest_held >= kMaxCommitDelay &&
+        !commit()) {
+      return end_status();
+    }
   }
-  return grpc::Status::OK;
+}
+
+void MirrorService::ReadMutations(
+    grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream) {
+  pb::Mutation mutation;
+  while (stream->Read(&mutation)) {
+    absl::MutexLock l(&mu_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return reader_stop_ || !next_.has_value();
+    };
+    mu_.Await(absl::Condition(&room));
+    if (reader_stop_) break;
+    next_ = std::move(mutation);
+  }
+  absl::MutexLock l(&mu_);
+  reader_done_ = true;
+}
+
+MirrorService::Next MirrorService::TakeMutation(pb::Mutation* out,
+                                                absl::Duration timeout,
+                                                uint64_t generation) {
+  absl::MutexLock l(&mu_);
+  auto ready = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return next_.has_value() || reader_done_ ||
+           EndReasonLocked(generation).has_value();
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  if (EndReasonLocked(generation).has_value()) return Next::kEnd;
+  if (next_.has_value()) {
+    *out = *std::move(next_);
+    next_.reset();
+    return Next::kMutation;
+  }
+  return reader_done_ ? Next::kEnd : Next::kIdle;
+}
+
+bool MirrorService::SendDurableAcks(
+    grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream,
+    std::deque<Held>* held) {
+  const uint64_t durable = backend_->DurableSeq();
+  while (!held->empty() && (held->front().ack.seq() <= durable ||
+                            held->front().ack.error() != 0)) {
+    if (!stream->Write(held->front().ack)) return false;
+    held->pop_front();
+  }
+  return true;
+}
+
+bool MirrorService::CommitHeld(grpc::ServerContext* context,
+                               std::deque<Held>* held, uint64_t generation) {
+  absl::Duration delay = kFirstRetryDelay;
+  std::string logged_cause;
+  while (true) {
+    absl::Status committed = backend_->Commit();
+    if (committed.ok()) return true;
+    if (absl::IsAborted(committed)) {
+      // What the backend held but had not made durable may be gone:
+      // everything held is applied again, in order (idempotently).
+      const uint64_t durable = backend_->DurableSeq();
+      uint64_t again = 0;
+      for (const Held& h : *held) again += h.mutation.seq() > durable;
+      LOG(WARNING) << committed.message() << "; applying " << again
+                   << " changes again";
+      for (Held& h : *held) {
+        if (h.mutation.seq() <= durable || h.ack.error() != 0) continue;
+        std::optional<pb::Ack> ack =
+            ApplyWithRetry(context, h.mutation, generation);
+        if (!ack.has_value()) return false;
+        h.ack = *std::move(ack);
+        absl::MutexLock l(&mu_);
+        ++reapplied_;
+      }
+      continue;
+    }
+    std::string cause(committed.message());
+    if (cause != logged_cause) {
+      LOG(WARNING) << "commit: " << cause << "; retrying with backoff up to "
+                   << absl::FormatDuration(kMaxRetryDelay);
+      logged_cause = std::move(cause);
+    }
+    {
+      absl::MutexLock l(&mu_);
+      retrying_ = absl::StrCat("commit of ", held->size(), " changes");
+      retrying_error_ = std::string(committed.message());
+      ++retrying_attempts_;
+    }
+    if (!WaitToRetry(context, delay, generation)) return false;
+    delay = std::min(delay * 2, kMaxRetryDelay);
+  }
 }
 
 namespace {
@@ -232,11 +371,23 @@ std::optional<pb::Ack> MirrorService::ApplyWithRetry(
     pb::Ack ack = backend_->Apply(mutation);
     if (ack.error() == 0 || ack.permanent()) {
       if (attempt > 1) {
+        absl::MutexLock l(&mu_);
+        retrying_.clear();
+        retrying_error_.clear();
+        retrying_attempts_ = 0;
+      }
+      if (attempt > 1) {
         LOG(INFO) << "seq " << mutation.seq()
                   << (ack.error() == 0 ? " applied" : " rejected") << " after "
                   << attempt << " attempts";
       }
       return ack;
+    }
+    {
+      absl::MutexLock l(&mu_);
+      retrying_ = Describe(mutation);
+      retrying_error_ = ack.message();
+      retrying_attempts_ = attempt;
     }
     std::string cause = absl::StrCat(ack.error(), " ", ack.message());
     if (cause != logged_cause) {
@@ -270,7 +421,8 @@ void MirrorService::Stop() {
   absl::MutexLock l(&mu_);
   stopping_ = true;
   wake_.SignalAll();
-  if (apply_context_ != nullptr && !apply_busy_) apply_context_->TryCancel();
+  // The Apply handler sees stopping_, commits what it applied, sends those
+  // acks and ends the stream.
   // A client that stopped reading acks could block the stream's Write
   // forever: after a while, cancel it whatever it does. (Its mutation still
   // completes; only the Ack is lost, and the replay is idempotent.)
@@ -365,6 +517,10 @@ grpc::Status MirrorService::GetStatus(grpc::ServerContext* context,
   // in fsd (and in HTTP/2 flow-control windows, invisible from here).
   response->set_mutations_queued(apply_busy_ ? 1 : 0);
   response->set_bytes_in_flight(bytes_in_flight_);
+  response->set_reapplied(reapplied_);
+  response->set_retrying(retrying_);
+  response->set_retrying_error(retrying_error_);
+  response->set_retrying_attempts(retrying_attempts_);
   return grpc::Status::OK;
 }
 

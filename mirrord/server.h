@@ -2,11 +2,17 @@
 // Backend.
 //
 // Sync API: gRPC runs every call on a thread of its pool. The Apply
-// handler reads a mutation only when it is ready to apply it (that is the
-// backpressure of invariant 5), applies it, retries a transient failure
-// with backoff (100 ms doubling to 10 s, each distinct cause logged once)
-// until it succeeds, turns permanent, or the call is cancelled, and then
-// writes its Ack.
+// handler takes a mutation only when it is ready to apply it (a reader
+// thread holds at most one read ahead: that is the backpressure of
+// invariant 5), applies it, retries a transient failure with backoff
+// (100 ms doubling to 10 s, each distinct cause logged once) until it
+// succeeds, turns permanent, or the call is cancelled. Its Ack is written
+// once the backend has it durably: at once for a local mirror; for a
+// backend that saves lazily, after a commit that covers it (group commit:
+// when no mutation has arrived for kIdleCommit, when the oldest held ack
+// is kMaxCommitDelay old, or when the next mutation needs it). A commit
+// that finds the backend may have lost what it held (a server restart)
+// applies those mutations again before acknowledging them.
 //
 // Sessions: Handshake comes first (Bind, Apply and the reads before it are
 // FAILED_PRECONDITION). One Apply stream at a time: a second one while the
@@ -30,8 +36,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -52,6 +60,10 @@ class MirrorService final : public pb::Mirror::Service {
   static constexpr absl::Duration kMaxRetryDelay = absl::Seconds(10);
   // How long Stop() lets a busy Apply stream finish before cancelling it.
   static constexpr absl::Duration kStopGrace = absl::Seconds(30);
+  // Group commit: how long the stream must be quiet before the held acks
+  // are committed, and how old the oldest may get under steady load.
+  static constexpr absl::Duration kIdleCommit = absl::Milliseconds(3);
+  static constexpr absl::Duration kMaxCommitDelay = absl::Milliseconds(250);
 
   // `backend` must outlive the service.
   // Tests make the mirror slow with MEMFUSE_TEST_WRITE_DELAY_MS: every
@@ -94,9 +106,10 @@ class MirrorService final : public pb::Mirror::Service {
                          pb::StatusResponse* response) override
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // For a clean exit (SIGTERM): an Apply stream waiting for its next
-  // mutation is cancelled now; one applying a mutation finishes it, sends
-  // its Ack and ends; retries stop; new calls get UNAVAILABLE. Returns once
+  // For a clean exit (SIGTERM): the Apply stream takes no new mutation; the
+  // one being applied finishes, what was applied is committed and
+  // acknowledged, and the stream ends; retries stop; new calls get
+  // UNAVAILABLE. Returns once
   // no Apply stream runs, so grpc::Server::Shutdown() with an immediate
   // deadline then loses no applied mutation's Ack.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -108,6 +121,29 @@ class MirrorService final : public pb::Mirror::Service {
                                         const pb::Mutation& mutation,
                                         uint64_t generation)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // An applied mutation whose Ack waits for the backend to make it durable
+  // (or for the acks before it).
+  struct Held {
+    pb::Mutation mutation;
+    pb::Ack ack;
+  };
+  // What the Apply handler gets next from the reader thread.
+  enum class Next { kMutation, kIdle, kEnd };
+  Next TakeMutation(pb::Mutation* out, absl::Duration timeout,
+                    uint64_t generation) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reads the stream into next_ until it ends or the handler says stop.
+  void ReadMutations(grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Commits until the backend holds every applied mutation in `held`
+  // durably, applying them again if it says it lost them; false when the
+  // stream must end first.
+  bool CommitHeld(grpc::ServerContext* context, std::deque<Held>* held,
+                  uint64_t generation) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes the acks at the front of `held` that may go: durable ones, and
+  // refusals once everything before them went. False if the client left.
+  bool SendDurableAcks(
+      grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream,
+      std::deque<Held>* held);
   // Sleeps `delay`; false if the wait was cut short by a cancellation, a
   // newer session or Stop().
   bool WaitToRetry(grpc::ServerContext* context, absl::Duration delay,
@@ -139,6 +175,16 @@ class MirrorService final : public pb::Mirror::Service {
   grpc::ServerContext* apply_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool apply_busy_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // The reader thread's hand-over: the next mutation read (at most one),
+  // whether the stream ended, and the handler's word to stop reading.
+  std::optional<pb::Mutation> next_ ABSL_GUARDED_BY(mu_);
+  bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool reader_stop_ ABSL_GUARDED_BY(mu_) = false;
+  // For the status: the mutation being retried now and how it fails.
+  std::string retrying_ ABSL_GUARDED_BY(mu_);
+  std::string retrying_error_ ABSL_GUARDED_BY(mu_);
+  uint32_t retrying_attempts_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reapplied_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // A started server for `service` with no listening port: connections are

@@ -38,7 +38,30 @@ class Backend {
   // logged by the backend, never retried. Otherwise transient (ENOSPC,
   // EACCES, EIO, a parent removed underneath): nothing half-done that a
   // retry cannot finish; the server retries with backoff.
+  // A missing object (Missing() in backend_common.h) is acknowledged with
+  // its id, for fsd to re-create; one the backend does not know is missing
+  // too, never silently "applied".
   virtual pb::Ack Apply(const pb::Mutation& mutation) = 0;
+
+  // Group commit (DESIGN.md, invariant 3: acknowledged means kept). A
+  // backend whose applied changes become durable only at a later barrier
+  // (an HTTP server that saves lazily) says how far they are durable; the
+  // server holds back the acks of the rest and calls Commit() when the
+  // stream goes idle, after a few hundred milliseconds under load, and
+  // whenever NeedsCommitBefore() says so. All from the Apply thread.
+  //
+  // The last seq whose effects are durable (every later one applied is
+  // not yet); the default: everything applied is.
+  virtual uint64_t DurableSeq() { return UINT64_MAX; }
+  // Whether `mutation` must wait for a commit of what came before it.
+  virtual bool NeedsCommitBefore(const pb::Mutation& mutation) {
+    return false;
+  }
+  // Makes everything applied so far durable. OK: done (DurableSeq covers
+  // it). ABORTED: the backend may have lost what was applied since the
+  // last commit (the server restarted): apply those mutations again, in
+  // order, then commit again. Anything else: transient, retry later.
+  virtual absl::Status Commit() { return absl::OkStatus(); }
 
   virtual absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) = 0;

@@ -22,12 +22,38 @@ namespace {
 // A failure that must never be retried, whatever its errno (the Ack's
 // `permanent`). Validation errors carry EINVAL and are permanent anyway.
 constexpr absl::string_view kPermanentPayload = "memfuse/permanent";
+constexpr absl::string_view kMissingPayload = "memfuse/missing";
 
 }  // namespace
 
 absl::Status Permanent(absl::Status status) {
   status.SetPayload(kPermanentPayload, absl::Cord("1"));
   return status;
+}
+
+absl::Status Missing(absl::string_view message) {
+  absl::Status status = ErrnoStatus(ENOENT, message);
+  status.SetPayload(kMissingPayload, absl::Cord("1"));
+  return Permanent(std::move(status));
+}
+
+bool IsMissing(const absl::Status& status) {
+  return status.GetPayload(kMissingPayload).has_value();
+}
+
+uint64_t RepairTargetOf(const pb::Mutation& m) {
+  switch (m.op_case()) {
+    case pb::Mutation::kCreate:
+      return m.create().attr().id();
+    case pb::Mutation::kLink:
+      return m.link().id();
+    case pb::Mutation::kRename:
+      return m.rename().id();
+    case pb::Mutation::kRemove:
+      return 0;
+    default:
+      return ObjectOf(m);
+  }
 }
 
 absl::Status Invalid(absl::string_view message) {
@@ -91,11 +117,15 @@ absl::Status CheckName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-pb::Ack AckBook::Record(uint64_t seq, const absl::Status& status) {
+pb::Ack AckBook::Record(const pb::Mutation& m, const absl::Status& status,
+                        bool durable) {
+  const uint64_t seq = m.seq();
   pb::Ack ack;
   ack.set_seq(seq);
-  if (status.ok()) {
-    last_applied_seq = std::max(last_applied_seq, seq);
+  // A removal whose object (or its directory) is gone already is done.
+  const bool gone = IsMissing(status) && RepairTargetOf(m) == 0;
+  if (status.ok() || gone) {
+    if (durable) last_applied_seq = std::max(last_applied_seq, seq);
     healthy = true;
     return ack;
   }
@@ -104,9 +134,16 @@ pb::Ack AckBook::Record(uint64_t seq, const absl::Status& status) {
   ack.set_permanent(IsPermanent(status));
   ++errors_total;
   last_error = std::string(status.message());
-  if (ack.permanent()) {
+  if (IsMissing(status)) {
+    ack.set_missing_id(RepairTargetOf(m));
+    ++missing_objects;
+    LOG(WARNING) << status.message()
+                 << ": the mirror lost it; fsd re-creates object "
+                 << ack.missing_id();
+    if (durable) last_applied_seq = std::max(last_applied_seq, seq);
+  } else if (ack.permanent()) {
     LOG(WARNING) << "rejected: " << status.message();
-    last_applied_seq = std::max(last_applied_seq, seq);
+    if (durable) last_applied_seq = std::max(last_applied_seq, seq);
   } else {
     healthy = false;
   }
@@ -120,6 +157,8 @@ void AckBook::Fill(pb::StatusResponse* status) const {
   status->set_errors_total(errors_total);
   status->set_directories_listed(directories_listed);
   status->set_blocks_read(blocks_read);
+  status->set_commits(commits);
+  status->set_missing_objects(missing_objects);
 }
 
 const char* KindOf(mode_t mode) {

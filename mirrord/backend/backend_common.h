@@ -40,6 +40,16 @@ absl::Status Conflict(int err, absl::string_view message);
 // fixed, a disk or server back); the server retries them with backoff.
 bool IsTransientErrno(int err);
 bool IsPermanent(const absl::Status& status);
+// The mirror no longer has an object a mutation needs, or a directory on
+// its path: lost by the server, removed underneath, or an id this agent
+// does not know. Never retried: the Ack names the object (missing_id) and
+// fsd re-creates it (DESIGN.md, invariant 3).
+absl::Status Missing(absl::string_view message);
+bool IsMissing(const absl::Status& status);
+// The object fsd must re-create when mutation `m` found something missing:
+// the object it creates, changes, links or renames; 0 for a removal (what
+// is gone needs no removing) and for a sync of the whole mount.
+uint64_t RepairTargetOf(const pb::Mutation& m);
 // `status` with `what` in front of its message, payloads kept.
 absl::Status Prefixed(const absl::Status& status, absl::string_view what);
 // A name for a log line: quoted, escaped, at most 300 bytes of it.
@@ -50,17 +60,23 @@ absl::Status CheckName(absl::string_view name);
 // What a backend records of the acknowledgements it gave, for the status
 // call. Not thread-safe: the backend's own mutex guards it.
 struct AckBook {
+  // Where a replay resumes: everything up to it is durable in the mirror.
   uint64_t last_applied_seq = 0;
   bool healthy = true;
   std::string last_error;
   uint64_t errors_total = 0;
   uint64_t directories_listed = 0;
   uint64_t blocks_read = 0;
+  uint64_t commits = 0;
+  uint64_t missing_objects = 0;
 
-  // The ack of mutation `seq`, which ended with `status`, recorded. A
+  // The ack of mutation `m`, which ended with `status`, recorded. A
   // permanent refusal is logged here: never retried, this is its only
-  // trace (the server logs transient ones, once per cause).
-  pb::Ack Record(uint64_t seq, const absl::Status& status);
+  // trace (the server logs transient ones, once per cause). A missing
+  // object gives an ack naming it. `durable`: applying it made it durable
+  // (a local mirror); otherwise last_applied_seq moves only at commits.
+  pb::Ack Record(const pb::Mutation& m, const absl::Status& status,
+                 bool durable = true);
   void Fill(pb::StatusResponse* status) const;
 };
 

@@ -138,7 +138,10 @@ absl::StatusOr<HttpResponse> HttpBackend::Send(Method method,
 absl::StatusOr<HttpResponse> HttpBackend::Checked(
     Method method, const std::string& path,
     absl::StatusOr<HttpResponse> response) {
-  if (!response.ok()) return response.status();
+  if (!response.ok()) {
+    NoteUpset();
+    return response.status();
+  }
   if (response->status >= 200 && response->status < 300) return response;
   const std::string what = absl::StrCat(
       MethodName(static_cast<int>(method)), " ", path, ": ", response->status,
@@ -149,6 +152,7 @@ absl::StatusOr<HttpResponse> HttpBackend::Checked(
   }
   if (response->status == 400 &&
       absl::StrContains(response->body, kStaleNode)) {
+    NoteUpset();
     return absl::NotFoundError(absl::StrCat(kStaleNode, ": ", what));
   }
   // Logged by whoever gives up on it (a rejected mutation, a failed read
@@ -182,7 +186,7 @@ absl::StatusOr<uint64_t> HttpBackend::NodeOf(uint64_t id) {
     auto it = node_of_.find(id);
     if (it != node_of_.end()) return it->second;
     if (!ids_.Contains(id)) {
-      return Permanent(ErrnoStatus(ENOENT, absl::StrCat("unknown id ", id)));
+      return Missing(absl::StrCat("object ", id, " is not known here"));
     }
     if (local_only_.contains(id)) {
       return Conflict(EOPNOTSUPP,
@@ -197,9 +201,8 @@ absl::StatusOr<uint64_t> HttpBackend::NodeOf(uint64_t id) {
   for (const std::string& part : parts) {
     ASSIGN_OR_RETURN(std::optional<json> info, Lookup(node, part));
     if (!info.has_value()) {
-      return ErrnoStatus(ENOENT, absl::StrCat("object ", id, ": ", Quoted(part),
-                                              " is not on the "
-                                              "server"));
+      return Missing(absl::StrCat("object ", id, ": ", Quoted(part),
+                                  " is not on the server"));
     }
     node = info->value("node", uint64_t{0});
   }
@@ -228,6 +231,11 @@ auto HttpBackend::WithNodes(Op op) -> decltype(op()) {
     return absl::UnavailableError(status_of(result).message());
   }
   return result;
+}
+
+void HttpBackend::NoteUpset() {
+  absl::MutexLock l(&mu_);
+  ++epoch_;
 }
 
 void HttpBackend::ForgetNodes() {
@@ -284,6 +292,9 @@ absl::StatusOr<pb::HandshakeResponse> HttpBackend::Handshake(
       request.session_id() == session_id_ ? acks_.last_applied_seq : 0;
   session_id_ = request.session_id();
   acks_.last_applied_seq = resume;
+  applied_seq_ = resume;
+  has_unsaved_ = false;
+  unsaved_writes_.clear();
   block_size_ = request.block_size();
   LOG(INFO) << "session " << absl::StrFormat("%016x", session_id_)
             << ": block size " << block_size_ << ", last applied seq "
@@ -326,12 +337,20 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
     absl::MutexLock l(&mu_);
     done = mutation.op_case() != pb::Mutation::kSync &&
            seq <= acks_.last_applied_seq;
-    // A change to an object fsd keeps after its last name went, or to one
-    // that lives in fsd only: nothing on the server to change.
+    // A change to an object that lives in fsd only, or the empty write
+    // fsd sends for a file deleted meanwhile: nothing on the server to
+    // change. Any other change to an object not known here is for fsd to
+    // repair (Missing), never silently "applied".
     const uint64_t object = ObjectOf(mutation);
-    if (object != 0 &&
-        (!ids_.Contains(object) || local_only_.contains(object))) {
+    const bool placeholder = mutation.has_write() &&
+                             mutation.write().data().empty() &&
+                             mutation.write().shared_length() == 0 &&
+                             mutation.write().mtime_ns() == 0 &&
+                             mutation.write().atime_ns() == 0;
+    if (object != 0 && (local_only_.contains(object) || placeholder)) {
       done = true;
+    } else if (!done && object != 0 && !ids_.Contains(object)) {
+      status = Missing(absl::StrCat("object ", object, " is not known here"));
     }
   }
   if (status.ok() && !done) {
@@ -367,7 +386,12 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
         case pb::Mutation::kRemoveXattr:
           break;  // kept by fsd: the server has no xattrs
         case pb::Mutation::kSync:
-          status = ApplySync();
+          status = Commit();
+          // Lost changes before the barrier: they were committed just
+          // before it (NeedsCommitBefore), so only a retry is needed.
+          if (absl::IsAborted(status)) {
+            status = absl::UnavailableError(status.message());
+          }
           break;
         default:
           status = Invalid("unexpected operation");
@@ -377,12 +401,110 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
   if (!status.ok()) {
     status = Prefixed(status, Describe(mutation));
   }
-  return MakeAck(seq, status);
+  return MakeAck(mutation, status);
 }
 
-pb::Ack HttpBackend::MakeAck(uint64_t seq, const absl::Status& status) {
+pb::Ack HttpBackend::MakeAck(const pb::Mutation& mutation,
+                             const absl::Status& status) {
   absl::MutexLock l(&mu_);
-  return acks_.Record(seq, status);
+  const bool sync = mutation.has_sync() && status.ok();
+  pb::Ack ack = acks_.Record(mutation, status, /*durable=*/sync);
+  if (mutation.seq() == 0 || (!status.ok() && !IsPermanent(status))) {
+    return ack;  // retried: not applied
+  }
+  applied_seq_ = std::max(applied_seq_, mutation.seq());
+  if (sync) return ack;
+  if (!has_unsaved_) {
+    has_unsaved_ = true;
+    unsaved_epoch_ = epoch_;
+  }
+  if (status.ok() && mutation.has_write()) {
+    auto node = node_of_.find(mutation.write().id());
+    if (node != node_of_.end()) probe_node_ = node->second;
+  }
+  return ack;
+}
+
+uint64_t HttpBackend::DurableSeq() {
+  absl::MutexLock l(&mu_);
+  return acks_.last_applied_seq;
+}
+
+bool HttpBackend::NeedsCommitBefore(const pb::Mutation& mutation) {
+  absl::MutexLock l(&mu_);
+  if (!has_unsaved_) return false;
+  if (mutation.has_sync()) return true;
+  if (!mutation.has_write()) return false;
+  const pb::Write& w = mutation.write();
+  const uint64_t length = w.shared_length() > 0 ? w.shared_length()
+                                                : w.data().size();
+  auto file = unsaved_writes_.find(w.id());
+  if (length == 0 || file == unsaved_writes_.end()) return false;
+  // The range starting at or before w.offset(), and the one after it.
+  auto after = file->second.upper_bound(w.offset());
+  if (after != file->second.end() && after->first < w.offset() + length) {
+    return true;
+  }
+  if (after == file->second.begin()) return false;
+  return std::prev(after)->second > w.offset();
+}
+
+absl::Status HttpBackend::Commit() {
+  // The mtimes writes left pending are changes too.
+  RETURN_IF_ERROR(FlushTimes());
+  uint64_t target;
+  uint64_t epoch;
+  uint64_t probe;
+  {
+    absl::MutexLock l(&mu_);
+    target = applied_seq_;
+    if (!has_unsaved_) {
+      acks_.last_applied_seq = std::max(acks_.last_applied_seq, target);
+      return absl::OkStatus();
+    }
+    epoch = unsaved_epoch_;
+    probe = probe_node_;
+  }
+  absl::Status synced = Send(Method::kPut, "files/sync").status();
+  if (!synced.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("saving on the server: ", synced.message()));
+  }
+  // A restart between our requests and the sync loses them without an
+  // error: the node last written must still be the one we wrote.
+  if (probe != 0 && probe != options_.root_node) {
+    absl::StatusOr<json> info =
+        SendJson(Method::kGet, absl::StrCat("files/info/", probe));
+    if (!info.ok() && !IsStaleNode(info.status()) &&
+        !IsPermanent(info.status())) {
+      return absl::UnavailableError(
+          absl::StrCat("checking the save: ", info.status().message()));
+    }
+  }
+  absl::MutexLock l(&mu_);
+  if (epoch_ != epoch) {
+    has_unsaved_ = false;
+    unsaved_writes_.clear();
+    // Node ids may have been handed out afresh: find every object again.
+    node_of_.clear();
+    id_of_node_.clear();
+    node_of_[kRootId] = options_.root_node;
+    id_of_node_[options_.root_node] = kRootId;
+    probe_node_ = 0;
+    // The durable point stays: what came after it is applied again.
+    applied_seq_ = acks_.last_applied_seq;
+    return absl::AbortedError(
+        "the server may have lost changes it had not saved yet (it "
+        "restarted, or a request failed since)");
+  }
+  acks_.last_applied_seq = std::max(acks_.last_applied_seq, target);
+  ++acks_.commits;
+  if (applied_seq_ == target) {
+    has_unsaved_ = false;
+    unsaved_writes_.clear();
+    probe_node_ = 0;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status HttpBackend::ApplyCreate(const pb::Create& op) {
@@ -407,11 +529,14 @@ absl::Status HttpBackend::ApplyCreate(const pb::Create& op) {
     absl::MutexLock l(&mu_);
     if (id <= kRootId) return Invalid(absl::StrCat("id ", id));
     if (!ids_.Contains(op.parent())) {
-      return Permanent(
-          ErrnoStatus(ENOENT, absl::StrCat("unknown parent ", op.parent())));
+      return Missing(absl::StrCat("parent ", op.parent(), " is not known here"));
     }
     if (ids_.Contains(id) && !ids_.HasLink(id, op.parent(), op.name())) {
-      return Conflict(EEXIST, absl::StrCat("id ", id, " exists already"));
+      if (!op.repair()) {
+        return Conflict(EEXIST, absl::StrCat("id ", id, " exists already"));
+      }
+      // A repair: the id lives where fsd says now.
+      ForgetIdLocked(id);
     }
     if (kind == nullptr) {
       RETURN_IF_ERROR(ids_.AddLink(id, op.parent(), op.name()));
@@ -477,10 +602,24 @@ absl::Status HttpBackend::ApplyWrite(const pb::Write& op) {
           .status();
     });
   }));
+  absl::MutexLock l(&mu_);
   if (op.mtime_ns() != 0) {
-    absl::MutexLock l(&mu_);
     pending_times_[op.id()] = op.mtime_ns();
     last_write_ = absl::Now();
+  }
+  if (!data.empty()) {
+    // Merged with the ranges it touches or adjoins.
+    std::map<uint64_t, uint64_t>& ranges = unsaved_writes_[op.id()];
+    uint64_t lo = op.offset();
+    uint64_t hi = op.offset() + data.size();
+    auto it = ranges.upper_bound(lo);
+    if (it != ranges.begin() && std::prev(it)->second >= lo) --it;
+    while (it != ranges.end() && it->first <= hi) {
+      lo = std::min(lo, it->first);
+      hi = std::max(hi, it->second);
+      it = ranges.erase(it);
+    }
+    ranges[lo] = hi;
   }
   return absl::OkStatus();
 }
@@ -619,7 +758,8 @@ absl::Status HttpBackend::ApplyLink(const pb::Link& op) {
       return absl::OkStatus();  // a replay
     }
     if (!ids_.Contains(op.id()) || !ids_.Contains(op.new_parent())) {
-      return Permanent(ErrnoStatus(ENOENT, "unknown id"));
+      return Missing(absl::StrCat("link of ", op.id(), " into ",
+                                  op.new_parent(), ": not known here"));
     }
     if (local_only_.contains(op.id())) {
       return ids_.AddLink(op.id(), op.new_parent(), op.new_name());
@@ -671,7 +811,8 @@ absl::Status HttpBackend::ApplyRemove(const pb::Remove& op) {
     local_only = local_only_.contains(op.id());
   }
   if (!local_only) {
-    RETURN_IF_ERROR(WithNodes([&]() -> absl::Status {
+    // A directory on its path gone from the server: so is the entry.
+    absl::Status removed = WithNodes([&]() -> absl::Status {
       ASSIGN_OR_RETURN(uint64_t parent, NodeOf(op.parent()));
       ASSIGN_OR_RETURN(std::optional<json> existing, Lookup(parent, op.name()));
       if (!existing.has_value()) return absl::OkStatus();
@@ -683,7 +824,8 @@ absl::Status HttpBackend::ApplyRemove(const pb::Remove& op) {
       }
       return Send(Method::kPost, NamePath("remove/", parent, op.name()))
           .status();
-    }));
+    });
+    if (!removed.ok() && !IsMissing(removed)) return removed;
   }
   absl::MutexLock l(&mu_);
   RETURN_IF_ERROR(ids_.RemoveLink(op.id(), op.parent(), op.name()));
@@ -715,9 +857,11 @@ absl::Status HttpBackend::ApplyRename(uint64_t seq, const pb::Rename& op) {
       if (ids_.HasLink(op.id(), op.new_parent(), op.new_name())) {
         return absl::OkStatus();
       }
-      return Permanent(ErrnoStatus(ENOENT,
-                                   "the source is not where fsd "
-                                   "says"));
+      return Missing("the source is not where fsd says");
+    }
+    if (!ids_.Contains(op.new_parent())) {
+      return Missing(
+          absl::StrCat("directory ", op.new_parent(), " is not known here"));
     }
     RETURN_IF_ERROR(ids_.CheckRename(op.id(), op.parent(), op.name(),
                                      op.new_parent(), op.new_name(),
@@ -797,9 +941,13 @@ absl::Status HttpBackend::ApplyRename(uint64_t seq, const pb::Rename& op) {
   return absl::OkStatus();
 }
 
-absl::Status HttpBackend::ApplySync() {
-  RETURN_IF_ERROR(FlushTimes());
-  return Send(Method::kPut, "files/sync").status();
+void HttpBackend::ForgetIdLocked(uint64_t id) {
+  ids_.Forget(id);
+  auto it = node_of_.find(id);
+  if (it != node_of_.end()) {
+    id_of_node_.erase(it->second);
+    node_of_.erase(it);
+  }
 }
 
 // --- reads ---

@@ -28,6 +28,18 @@
 // DATA_LOSS/DEADLINE_EXCEEDED (EIO in the mount). A 4xx is mapped to an
 // errno, logged with the request, and never retried.
 //
+// Acknowledged means saved. The server keeps what it is sent in memory and
+// saves it lazily (invariant-files-api.md): an answer 200 means
+// "received". So an applied change is acknowledged only after a `PUT
+// files/sync` that covers it (Commit(), group commit driven by the server,
+// mirrord/server.h). A commit checks that nothing happened since the first
+// unsaved change that could have lost it (a transport failure, an
+// "Unrecognized node" answer, or the last object changed no longer known
+// after the sync): then it answers ABORTED and those changes are applied
+// again. Two unsaved writes to overlapping bytes of one file are never
+// left together (the server may combine them out of order): a commit comes
+// between them (NeedsCommitBefore).
+//
 // Write coalescing: a Write is one POST of its bytes; the file's mtime,
 // which needs a request of its own, is set once after a run of writes to
 // the file (before any other mutation, before a Sync, or 200 ms after the
@@ -43,6 +55,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -101,6 +114,11 @@ class HttpBackend final : public Backend {
       ABSL_LOCKS_EXCLUDED(mu_);
   void FillStatus(pb::StatusResponse* status) override ABSL_LOCKS_EXCLUDED(mu_);
 
+  uint64_t DurableSeq() override ABSL_LOCKS_EXCLUDED(mu_);
+  bool NeedsCommitBefore(const pb::Mutation& mutation) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Commit() override ABSL_LOCKS_EXCLUDED(mu_);
+
   // Requests sent so far (benchmarks: requests per MiB written).
   uint64_t requests() const { return http_->requests(); }
 
@@ -144,7 +162,8 @@ class HttpBackend final : public Backend {
   absl::Status ApplyLink(const pb::Link& op);
   absl::Status ApplyRemove(const pb::Remove& op);
   absl::Status ApplyRename(uint64_t seq, const pb::Rename& op);
-  absl::Status ApplySync();
+  // Drops every binding of `id` (a repair binds it anew).
+  void ForgetIdLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the mtimes writes left pending (all of them, or `id`'s).
   absl::Status FlushTimes(uint64_t only_id = 0) ABSL_LOCKS_EXCLUDED(mu_);
   void TimesLoop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -156,8 +175,11 @@ class HttpBackend final : public Backend {
                              const std::function<absl::Status()>& then);
   // ENOTEMPTY unless directory `node` has no entries.
   absl::Status CheckEmptyDirectory(uint64_t node);
-  pb::Ack MakeAck(uint64_t seq, const absl::Status& status)
+  pb::Ack MakeAck(const pb::Mutation& mutation, const absl::Status& status)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Something that may have lost what the server had not saved happened
+  // (a transport failure, a forgotten node id).
+  void NoteUpset() ABSL_LOCKS_EXCLUDED(mu_);
 
   pb::Attr AttrFromInfo(const nlohmann::json& info, uint64_t id) const;
 
@@ -178,6 +200,20 @@ class HttpBackend final : public Backend {
   // A FlushTimes is sending (see there).
   bool flushing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Group commit. acks_.last_applied_seq is the durable point; applied_seq_
+  // the last mutation applied (not yet saved while has_unsaved_).
+  uint64_t applied_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  bool has_unsaved_ ABSL_GUARDED_BY(mu_) = false;
+  // Bumped by NoteUpset(); unsaved_epoch_ is its value when the first
+  // unsaved change was applied.
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t unsaved_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The server's node of the last object changed, checked after a sync.
+  uint64_t probe_node_ ABSL_GUARDED_BY(mu_) = 0;
+  // Byte ranges [start, end) written since the last save, by fsd id.
+  absl::flat_hash_map<uint64_t, std::map<uint64_t, uint64_t>> unsaved_writes_
+      ABSL_GUARDED_BY(mu_);
 
   uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
   AckBook acks_ ABSL_GUARDED_BY(mu_);

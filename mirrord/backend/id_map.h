@@ -57,6 +57,11 @@ class IdMap {
   // itself is forgotten with its last name.
   absl::Status RemoveLink(uint64_t id, uint64_t parent, absl::string_view name);
 
+  // Forgets every name of `id` (not the root): a repair binds it anew.
+  void Forget(uint64_t id) {
+    if (id != root_id_) links_.erase(id);
+  }
+
   // Moves the name (parent, name) of `id` to (new_parent, new_name); a
   // `replaced` id (nonzero) loses that name. With `exchange`, `replaced`
   // takes (parent, name) instead. INVALID_ARGUMENT for a directory moved

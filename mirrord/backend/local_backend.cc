@@ -330,20 +330,36 @@ absl::Status LocalBackend::RecordBeforeLocked(uint64_t seq) {
 absl::Status LocalBackend::CheckKnownLocked(uint64_t id,
                                             absl::string_view what) const {
   if (!ids_.Contains(id)) {
-    return Invalid(absl::StrCat("unknown ", what, " id ", id));
+    return Missing(absl::StrCat(what, " ", id, " is not known here"));
   }
   return absl::OkStatus();
 }
 
+bool LocalBackend::StillNamed(const SharedFd& fd) {
+  // A descriptor cached before the object was removed underneath still
+  // works, on an object no longer in the mirror.
+  struct stat st;
+  return fstat(fd->get(), &st) != 0 || st.st_nlink > 0;
+}
+
 absl::StatusOr<LocalBackend::SharedFd> LocalBackend::DirFdLocked(uint64_t id) {
   if (id == kRootId) return root_;
-  if (SharedFd fd = fds_.Get(id)) return fd;
+  if (SharedFd fd = fds_.Get(id)) {
+    if (StillNamed(fd)) return fd;
+    fds_.Erase(id);
+  }
   absl::StatusOr<IdMap::Location> location = ids_.Locate(id);
-  if (!location.ok()) return Invalid(location.status().message());
+  if (!location.ok()) return Missing(location.status().message());
   std::vector<std::string> components = std::move(location->parent);
   components.push_back(std::move(location->name));
   absl::StatusOr<UniqueFd> fd = dir_.OpenDir(components);
   if (!fd.ok()) {
+    const int err = StatusToErrno(fd.status());
+    if (err == ENOENT || err == ENOTDIR) {
+      return Missing(absl::StrCat("directory ", id, " (",
+                                  absl::StrJoin(components, "/"),
+                                  ") is not in the mirror"));
+    }
     return Prefixed(fd.status(), absl::StrCat("directory ", id));
   }
   return fds_.Put(id, std::move(*fd));
@@ -352,18 +368,24 @@ absl::StatusOr<LocalBackend::SharedFd> LocalBackend::DirFdLocked(uint64_t id) {
 absl::StatusOr<LocalBackend::Entry> LocalBackend::EntryLocked(uint64_t id) {
   if (id == kRootId) return Entry{root_, ""};
   absl::StatusOr<std::pair<uint64_t, std::string>> link = ids_.FirstLink(id);
-  if (!link.ok()) return Invalid(link.status().message());
+  if (!link.ok()) return Missing(link.status().message());
   ASSIGN_OR_RETURN(SharedFd dir, DirFdLocked(link->first));
   return Entry{std::move(dir), std::move(link->second)};
 }
 
 absl::StatusOr<LocalBackend::SharedFd> LocalBackend::FileFdLocked(uint64_t id) {
-  if (SharedFd fd = fds_.Get(id)) return fd;
+  if (SharedFd fd = fds_.Get(id)) {
+    if (StillNamed(fd)) return fd;
+    fds_.Erase(id);
+  }
   if (id == kRootId) return Conflict(EISDIR, "the root is a directory");
   ASSIGN_OR_RETURN(Entry entry, EntryLocked(id));
   const int dir = entry.dir->get();
   struct stat st;
   if (fstatat(dir, entry.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) {
+      return Missing(absl::StrCat(Quoted(entry.name), " is not in the mirror"));
+    }
     return ErrnoStatus(errno, absl::StrCat("stat ", Quoted(entry.name)));
   }
   if (!S_ISREG(st.st_mode)) {
@@ -572,7 +594,7 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
     status = Prefixed(status,
                       absl::StrCat(Describe(mutation), MirrorPathOf(mutation)));
   }
-  return MakeAck(seq, status);
+  return MakeAck(mutation, status);
 }
 
 std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
@@ -617,9 +639,10 @@ std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
   return absl::StrCat(" at ", path_, "/", absl::StrJoin(parts, "/"));
 }
 
-pb::Ack LocalBackend::MakeAck(uint64_t seq, const absl::Status& status) {
+pb::Ack LocalBackend::MakeAck(const pb::Mutation& mutation,
+                              const absl::Status& status) {
   absl::MutexLock l(&mu_);
-  return acks_.Record(seq, status);
+  return acks_.Record(mutation, status);
 }
 
 absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
@@ -630,7 +653,12 @@ absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
   if (id == 0 || id == kRootId) return Invalid(absl::StrCat("bad id ", id));
   RETURN_IF_ERROR(CheckKnownLocked(op.parent(), "parent"));
   if (ids_.Contains(id) && !ids_.HasLink(id, op.parent(), name)) {
-    return Invalid(absl::StrCat("id ", id, " already names another object"));
+    if (!op.repair()) {
+      return Invalid(absl::StrCat("id ", id, " already names another object"));
+    }
+    // A repair: the id lives where fsd says now.
+    ids_.Forget(id);
+    fds_.Erase(id);
   }
   const mode_t type = attr.mode() & S_IFMT;
   switch (type) {
@@ -677,6 +705,10 @@ absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
     if (err != EEXIST) {
       if (err == EPERM && (type == S_IFCHR || type == S_IFBLK)) {
         return Conflict(err, "the agent may not create devices");
+      }
+      if (err == ENOENT) {
+        return Missing(absl::StrCat("directory ", op.parent(),
+                                    " is not in the mirror"));
       }
       return ErrnoStatus(err, "create");
     }
@@ -976,10 +1008,20 @@ absl::Status LocalBackend::ApplyRemove(uint64_t seq, const pb::Remove& op) {
   const std::string& name = op.name();
   RETURN_IF_ERROR(CheckName(name));
   if (op.id() == kRootId) return Invalid("cannot remove the root");
-  RETURN_IF_ERROR(CheckKnownLocked(op.parent(), "parent"));
   const bool bound = ids_.HasLink(op.id(), op.parent(), name);
+  absl::Status known = CheckKnownLocked(op.parent(), "parent");
+  absl::StatusOr<SharedFd> found =
+      known.ok() ? DirFdLocked(op.parent()) : known;
+  if (!found.ok() && IsMissing(found.status())) {
+    // Its directory is gone from the mirror, and the entry with it.
+    if (bound) {
+      RETURN_IF_ERROR(ids_.RemoveLink(op.id(), op.parent(), name));
+      ForgetIfUnnamedLocked(op.id());
+    }
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(RecordBeforeLocked(seq));
-  ASSIGN_OR_RETURN(SharedFd dir, DirFdLocked(op.parent()));
+  ASSIGN_OR_RETURN(SharedFd dir, std::move(found));
   if (!bound) {
     // Gone already: this remove replayed. Anything else there is not the
     // object fsd means.

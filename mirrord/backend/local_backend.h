@@ -180,8 +180,11 @@ class LocalBackend final : public Backend {
   absl::StatusOr<SharedFd> FileFdLocked(uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INVALID_ARGUMENT unless `id` is bound (and, for `parent`, bound).
+  // Missing() for an id not bound here.
   absl::Status CheckKnownLocked(uint64_t id, absl::string_view what) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // False for a cached descriptor whose object was removed underneath.
+  static bool StillNamed(const SharedFd& fd);
   // Forgets the descriptor of `id` once it has no name left (and remembers
   // the id as unlinked).
   void ForgetIfUnnamedLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -203,7 +206,7 @@ class LocalBackend final : public Backend {
 
   // " at <mirror path>" of the object a failed mutation names, for the log.
   std::string MirrorPathOf(const pb::Mutation& m) ABSL_LOCKS_EXCLUDED(mu_);
-  pb::Ack MakeAck(uint64_t seq, const absl::Status& status)
+  pb::Ack MakeAck(const pb::Mutation& mutation, const absl::Status& status)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string path_;

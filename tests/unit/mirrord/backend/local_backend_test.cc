@@ -181,6 +181,16 @@ class LocalBackendTest : public ::testing::Test {
     EXPECT_TRUE(a_.permanent()) << a_.message();  \
   } while (0)
 
+// The mirror does not have what the mutation needs: fsd is to re-create
+// object `id` (Ack.missing_id).
+#define EXPECT_MISSING(ack, id)                         \
+  do {                                                  \
+    const pb::Ack a_ = (ack);                           \
+    EXPECT_EQ(a_.error(), ENOENT) << a_.message();      \
+    EXPECT_TRUE(a_.permanent()) << a_.message();        \
+    EXPECT_EQ(a_.missing_id(), (id)) << a_.message();   \
+  } while (0)
+
 TEST_F(LocalBackendTest, HandshakeDescribesTheMirror) {
   ASSERT_EQ(lsetxattr(mirror_.c_str(), "user.color", "blue", 4, 0), 0);
   pb::HandshakeResponse r = Handshake(42);
@@ -303,7 +313,7 @@ TEST_F(LocalBackendTest, RejectsOversizedAndOverflowingWrites) {
   ack = Apply(Write(2, uint64_t{1} << 63, "a"));
   EXPECT_NE(ack.error(), 0);
   EXPECT_TRUE(ack.permanent());
-  EXPECT_PERMANENT(Apply(Write(99, 0, "a")), EINVAL);  // unknown id
+  EXPECT_MISSING(Apply(Write(99, 0, "a")), 99u);  // unknown id
   EXPECT_EQ(Snapshot(mirror_), before);
 }
 
@@ -448,8 +458,8 @@ TEST_F(LocalBackendTest, ChangesToAnUnlinkedOpenFileAreNoOps) {
   EXPECT_OK(Apply(SetXattr(2, "user.x", "v")));
   EXPECT_OK(Apply(Sync(2)));
   EXPECT_EQ(Snapshot(mirror_), before);
-  // An id never seen is still an error.
-  EXPECT_PERMANENT(Apply(Write(3, 0, "x")), EINVAL);
+  // An id never seen is for fsd to repair.
+  EXPECT_MISSING(Apply(Write(3, 0, "x")), 3u);
 }
 
 TEST_F(LocalBackendTest, RenamesFollowIds) {
@@ -623,23 +633,23 @@ TEST_F(LocalBackendTest, RejectsBadNamesAndUnknownIdsLeavingTheMirror) {
   EXPECT_PERMANENT(
       Apply(Create(kRoot, std::string(256, 'n'), 10, S_IFREG | 0644)),
       ENAMETOOLONG);
-  EXPECT_PERMANENT(Apply(Create(77, "x", 10, S_IFREG | 0644)), EINVAL);
+  EXPECT_MISSING(Apply(Create(77, "x", 10, S_IFREG | 0644)), 10u);
   EXPECT_PERMANENT(Apply(Create(kRoot, "x", 0, S_IFREG | 0644)), EINVAL);
   EXPECT_PERMANENT(Apply(Create(kRoot, "x", kRoot, S_IFDIR | 0755)), EINVAL);
   EXPECT_PERMANENT(Apply(Create(kRoot, "x", 2, S_IFREG | 0644)), EINVAL);
   EXPECT_PERMANENT(Apply(Create(kRoot, "x", 10, 0644)), EINVAL);  // no type
   EXPECT_PERMANENT(Apply(Create(kRoot, "x", 10, S_IFLNK | 0777)), EINVAL);
-  EXPECT_PERMANENT(Apply(Link(77, kRoot, "x")), EINVAL);
+  EXPECT_MISSING(Apply(Link(77, kRoot, "x")), 77u);
   EXPECT_PERMANENT(Apply(Remove(kRoot, "d", 77)), EINVAL);
-  EXPECT_PERMANENT(Apply(Rename(kRoot, "d", 77, "x", 2)), EINVAL);
+  EXPECT_MISSING(Apply(Rename(kRoot, "d", 77, "x", 2)), 2u);
   EXPECT_PERMANENT(Apply(Rename(kRoot, "d", kRoot, "x", 2, 0, 4)), EINVAL);
-  EXPECT_PERMANENT(Apply(SetAttr(1, MakeAttr(77, 0644))), EINVAL);
-  EXPECT_PERMANENT(Apply(SetXattr(77, "user.a", "v")), EINVAL);
+  EXPECT_MISSING(Apply(SetAttr(1, MakeAttr(77, 0644))), 77u);
+  EXPECT_MISSING(Apply(SetXattr(77, "user.a", "v")), 77u);
   EXPECT_PERMANENT(Apply(SetXattr(2, "user.memfuse.seq", "0 99")), EINVAL);
   EXPECT_PERMANENT(Apply(SetXattr(kRoot, "user.memfuse.seq", "0 99")), EINVAL);
   EXPECT_PERMANENT(Apply(SetXattr(2, "trusted.x", "v")), EINVAL);
   EXPECT_PERMANENT(Apply(RemoveXattr(kRoot, "user.memfuse.seq")), EINVAL);
-  EXPECT_PERMANENT(Apply(Sync(77)), EINVAL);
+  EXPECT_MISSING(Apply(Sync(77)), 77u);
   pb::Mutation empty;
   EXPECT_PERMANENT(Apply(empty), EINVAL);
   EXPECT_EQ(Snapshot(mirror_), before);
@@ -711,27 +721,49 @@ TEST_F(LocalBackendTest, ConflictsWithForeignContentArePermanent) {
   EXPECT_TRUE(fs::exists(M("d/stray")));
 }
 
-TEST_F(LocalBackendTest, EnvironmentalFailuresAreTransient) {
+TEST_F(LocalBackendTest, ADirectoryRemovedUnderneathIsMissingNotRetried) {
   ASSERT_EQ(Apply(Create(kRoot, "d", 2, S_IFDIR | 0755)).error(), 0);
   ASSERT_EQ(Apply(Create(2, "sub", 3, S_IFDIR | 0755)).error(), 0);
-  // The parent removed underneath (by someone else): retry later.
+  ASSERT_EQ(Apply(Create(3, "f", 4, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(4, 0, "before")).error(), 0);
+  // Removed underneath by someone else, with the agent's descriptors of
+  // it still cached: no retry brings it back, fsd must.
   fs::remove_all(M("d"));
-  backend_.reset();  // drop cached descriptors of the removed directory
-  OpenBackend();
-  Handshake(kSession);
-  Bind(2, kRoot, "d");
-  Bind(3, 2, "sub");
-  pb::Ack ack = Apply(Create(3, "f", 4, S_IFREG | 0644));
-  EXPECT_EQ(ack.error(), ENOENT) << ack.message();
-  EXPECT_FALSE(ack.permanent());
+  EXPECT_MISSING(Apply(Write(4, 0, "after")), 4u);
+  EXPECT_MISSING(Apply(Create(3, "g", 5, S_IFREG | 0644)), 5u);
+  // A removal in it is done already.
+  EXPECT_OK(Apply(Remove(3, "f", 4)));
+  EXPECT_FALSE(fs::exists(M("d")));
   pb::StatusResponse status;
   backend_->FillStatus(&status);
-  EXPECT_FALSE(status.backend_healthy());
-  EXPECT_NE(status.last_error(), "");
-  // Once the directory is back, the retry succeeds.
-  fs::create_directories(M("d/sub"));
-  EXPECT_OK(ApplyAgain());
-  EXPECT_TRUE(fs::exists(M("d/sub/f")));
+  EXPECT_EQ(status.missing_objects(), 2u);
+  // fsd's repair: the chain again, the id bound where fsd says.
+  pb::Mutation again = Create(kRoot, "d", 2, S_IFDIR | 0755);
+  again.mutable_create()->set_repair(true);
+  EXPECT_OK(Apply(again));
+  again = Create(2, "sub", 3, S_IFDIR | 0755);
+  again.mutable_create()->set_repair(true);
+  EXPECT_OK(Apply(again));
+  again = Create(3, "g", 5, S_IFREG | 0644);
+  again.mutable_create()->set_repair(true);
+  EXPECT_OK(Apply(again));
+  EXPECT_OK(Apply(Write(5, 0, "repaired")));
+  EXPECT_EQ(ReadFile(M("d/sub/g")), "repaired");
+}
+
+// A repair binds an id the agent knew elsewhere where fsd says it is now,
+// and adopts an object of the same kind found there.
+TEST_F(LocalBackendTest, ARepairCreateRebindsAndAdopts) {
+  ASSERT_EQ(Apply(Create(kRoot, "old", 2, S_IFREG | 0644)).error(), 0);
+  WriteFile(M("new"), "found there");
+  EXPECT_PERMANENT(Apply(Create(kRoot, "new", 2, S_IFREG | 0644)), EINVAL);
+  pb::Mutation repair = Create(kRoot, "new", 2, S_IFREG | 0644);
+  repair.mutable_create()->set_repair(true);
+  EXPECT_OK(Apply(repair));
+  EXPECT_EQ(ReadFile(M("new")), "found there");
+  EXPECT_OK(Apply(Write(2, 0, "FOUND")));
+  EXPECT_EQ(ReadFile(M("new")), "FOUND there");
+  EXPECT_EQ(ReadFile(M("old")), "");
 }
 
 TEST_F(LocalBackendTest, UserXattrs) {
