@@ -136,6 +136,23 @@ bool FileData::IsMissing(uint64_t block_size, uint64_t index,
   return true;
 }
 
+uint64_t FileData::ForEachHeldBlock(
+    uint64_t block_size, uint64_t size,
+    absl::FunctionRef<void(uint64_t index)> held) const {
+  uint64_t missing = 0;
+  const uint64_t blocks = (size + block_size - 1) / block_size;
+  for (uint64_t index = 0; index < blocks; ++index) {
+    auto it = blocks_.find(index);
+    const Block* block = it == blocks_.end() ? nullptr : &it->second;
+    if (block != nullptr && block->bytes != nullptr) {
+      held(index);
+    } else {
+      missing += MirrorLengthOf(block_size, index, block);
+    }
+  }
+  return missing;
+}
+
 void FileData::FindMissing(uint64_t block_size, uint64_t offset,
                            uint64_t length, bool edges_only,
                            std::vector<Missing>* out) const {

@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "absl/container/btree_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include <string_view>
@@ -126,6 +127,12 @@ class FileData {
   absl::Status Allocate(uint64_t block_size, uint64_t offset,
                         uint64_t length);
 
+
+  // For a repair of the mirror's copy: calls `held` with the index of each
+  // block below `size` whose bytes are in memory, and returns how many
+  // bytes below `size` exist only in the mirror (missing here).
+  uint64_t ForEachHeldBlock(uint64_t block_size, uint64_t size,
+                            absl::FunctionRef<void(uint64_t index)> held) const;
 
   // Bytes of memory held (what the budget was charged).
   uint64_t resident_bytes() const { return resident_; }

@@ -466,7 +466,13 @@ void MirrorClient::Stream(Stub* stub) {
   std::atomic<bool> broken{false};
   std::thread reader([&] {
     pb::Ack ack;
-    while (stream->Read(&ack)) log_->Acked(ack);
+    while (stream->Read(&ack)) {
+      // The mirror lost an object: it is re-created from the tree before
+      // the next ack is read.
+      if (const uint64_t lost = log_->Acked(ack); lost != 0) {
+        tree_->Repair(lost);
+      }
+    }
     broken = true;
     log_->Poke();
   });
@@ -546,12 +552,52 @@ std::shared_ptr<const pb::Mutation> MirrorClient::ForThisAgent(
 }
 
 int MirrorClient::Sync(uint64_t id) {
-  pb::Mutation m;
-  m.mutable_sync()->set_id(id);
-  const uint64_t seq = log_->Append(std::move(m));
-  if (log_->WaitApplied(seq) != 0) return EIO;
-  if (id != 0 && log_->FailedErrno(id) != 0) return EIO;
-  return 0;
+  // The mirror may have lost the object: then the barrier goes again after
+  // its repair (a bounded number of times: MutationLog::kMaxRepairs).
+  for (int round = 0; round <= MutationLog::kMaxRepairs; ++round) {
+    pb::Mutation m;
+    m.mutable_sync()->set_id(id);
+    const uint64_t seq = log_->Append(std::move(m));
+    const int error = log_->WaitApplied(seq);
+    if (error == MutationLog::kRepairing) {
+      log_->WaitRepairAppended(id);
+      continue;
+    }
+    if (error != 0) return EIO;
+    if (id != 0 && log_->FailedErrno(id) != 0) return EIO;
+    return 0;
+  }
+  return EIO;
+}
+
+std::string MirrorClient::StuckOn() {
+  std::optional<MutationLog::Front> front = log_->OldestUnacked();
+  if (!front.has_value()) return "";
+  std::string what = absl::StrCat(front->what, " ");
+  if (front->id != 0) {
+    absl::StrAppend(&what, tree_->PathOf(front->id));
+  } else {
+    absl::StrAppend(&what, "of the whole mount");
+  }
+  pb::StatusResponse status;
+  grpc::Status asked = grpc::Status(grpc::StatusCode::UNAVAILABLE, "");
+  if (std::shared_ptr<Stub> stub = CurrentStub()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    asked = stub->GetStatus(&ctx, pb::StatusRequest(), &status);
+  }
+  if (!asked.ok()) {
+    absl::StrAppend(&what, ": the mirror agent does not answer (",
+                    asked.error_message().empty() ? "not connected"
+                                                  : asked.error_message(),
+                    ")");
+  } else if (!status.retrying().empty()) {
+    absl::StrAppend(&what, ": ", status.retrying_error(), " (",
+                    status.retrying_attempts(), " attempts)");
+  } else if (!status.last_error().empty() && !status.backend_healthy()) {
+    absl::StrAppend(&what, ": ", status.last_error());
+  }
+  return what;
 }
 
 bool MirrorClient::Drain(const std::atomic<bool>& abort) {
@@ -559,6 +605,8 @@ bool MirrorClient::Drain(const std::atomic<bool>& abort) {
   absl::Time next_report = start + absl::Seconds(1);
   const uint64_t acked_at_start = log_->GetBacklog().acked_bytes;
   uint64_t acked_at_last = acked_at_start;
+  uint64_t last_acked = log_->GetBacklog().last_acked;
+  absl::Time progress_at = start;
   absl::Time last = start;
   bool reported = false;
   if (!log_->WaitEmpty(absl::ZeroDuration())) {
@@ -588,11 +636,22 @@ bool MirrorClient::Drain(const std::atomic<bool>& abort) {
         seconds > 0 ? static_cast<double>(b.acked_bytes - acked_at_last) /
                           seconds / (1 << 20)
                     : 0;
+    // No progress for a while: say what the mirror is stuck on.
+    if (b.last_acked != last_acked || b.acked_bytes != acked_at_last) {
+      last_acked = b.last_acked;
+      progress_at = now;
+    }
+    std::string stuck;
+    if (now - progress_at >= absl::Seconds(2)) {
+      stuck = StuckOn();
+      if (!stuck.empty()) stuck = absl::StrCat("; stuck on ", stuck);
+    }
     fprintf(stderr,
             "mem-fuse: draining to the mirror: %s and %llu changes left, "
-            "%.1f MiB/s (a second Ctrl-C or SIGTERM exits without them)\n",
+            "%.1f MiB/s%s (a second Ctrl-C or SIGTERM exits without them)\n",
             MiB(b.data_bytes).c_str(),
-            static_cast<unsigned long long>(b.mutations), rate);
+            static_cast<unsigned long long>(b.mutations), rate,
+            stuck.c_str());
     acked_at_last = b.acked_bytes;
     last = now;
     next_report = now + absl::Seconds(1);

@@ -59,6 +59,11 @@ class MirrorClient : public MirrorReader {
   // mirrored, if `abort` becomes true first.
   bool Drain(const std::atomic<bool>& abort);
 
+  // What the oldest unacknowledged change is and why the mirror has not
+  // taken it (the agent's retry state), for a drain that makes no
+  // progress; empty when nothing waits.
+  std::string StuckOn();
+
   // Ends the stream and the agent (after Drain, or to give up).
   void Stop();
 

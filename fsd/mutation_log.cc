@@ -196,16 +196,29 @@ void MutationLog::Built(uint64_t seq,
   slot.inode.reset();  // the message holds the bytes now
 }
 
-void MutationLog::Acked(const pb::Ack& ack) {
+uint64_t MutationLog::Acked(const pb::Ack& ack) {
   absl::MutexLock l(&mu_);
-  AckedLocked(ack);
+  return AckedLocked(ack);
 }
 
-void MutationLog::AckedLocked(const pb::Ack& ack) {
+uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
+  uint64_t repair = 0;
   while (!queue_.empty() && front_seq_ <= ack.seq()) {
     Slot& slot = queue_.front();
     const bool this_one = front_seq_ == ack.seq();
-    if (this_one && ack.error() != 0) {
+    if (this_one && ack.missing_id() != 0) {
+      // The mirror lost the object: a repair appended after this mutation
+      // sends the object as it is now, which covers this one.
+      const uint64_t id = ack.missing_id();
+      auto last = repair_seq_.find(id);
+      if (last == repair_seq_.end() || ack.seq() >= last->second) {
+        VLOG(1) << "mirror lost object " << id << " (seq " << ack.seq()
+                << "): " << ack.message();
+        repair = id;
+        repairing_.insert(id);
+      }
+      if (slot.is_sync) sync_errors_[front_seq_] = kRepairing;
+    } else if (this_one && ack.error() != 0) {
       LOG(ERROR) << "mirror refused mutation " << ack.seq() << " (object "
                  << slot.id << "): " << ack.message();
       if (slot.is_sync) {
@@ -240,6 +253,60 @@ void MutationLog::AckedLocked(const pb::Ack& ack) {
     ++front_seq_;
   }
   send_seq_ = std::max(send_seq_, front_seq_);
+  return repair;
+}
+
+bool MutationLog::BeginRepair(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  if (++repair_attempts_[id] > kMaxRepairs) return false;
+  repair_seq_[id] = next_seq_;
+  ++repairs_;
+  return true;
+}
+
+void MutationLog::EndRepair(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  repairing_.erase(id);
+}
+
+void MutationLog::WaitRepairAppended(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || !repairing_.contains(id);
+  };
+  mu_.Await(absl::Condition(&done));
+}
+
+void MutationLog::RefuseForGood(uint64_t id, int error, uint64_t lost_bytes) {
+  absl::MutexLock l(&mu_);
+  if (failed_.insert({id, error}).second) ++refused_objects_;
+  lost_bytes_ += lost_bytes;
+}
+
+std::optional<MutationLog::Front> MutationLog::OldestUnacked() {
+  absl::MutexLock l(&mu_);
+  if (queue_.empty()) return std::nullopt;
+  const Slot& slot = queue_.front();
+  Front front;
+  front.seq = front_seq_;
+  front.id = slot.id;
+  if (slot.message == nullptr) {
+    front.what = "write";
+  } else {
+    switch (slot.message->op_case()) {
+      case pb::Mutation::kCreate: front.what = "create"; break;
+      case pb::Mutation::kWrite: front.what = "write"; break;
+      case pb::Mutation::kSetAttr: front.what = "set attributes"; break;
+      case pb::Mutation::kLink: front.what = "link"; break;
+      case pb::Mutation::kRemove: front.what = "remove"; break;
+      case pb::Mutation::kRename: front.what = "rename"; break;
+      case pb::Mutation::kSetXattr: front.what = "set xattr"; break;
+      case pb::Mutation::kRemoveXattr: front.what = "remove xattr"; break;
+      case pb::Mutation::kSync: front.what = "sync"; break;
+      default: front.what = "change"; break;
+    }
+  }
+  return front;
 }
 
 void MutationLog::Rewind(uint64_t last_applied) {
@@ -285,7 +352,8 @@ int MutationLog::FailedErrno(uint64_t id) {
 bool MutationLog::IsBlockClean(uint64_t id, uint64_t index) {
   absl::MutexLock l(&mu_);
   return !dirty_.contains(std::make_pair(id, index)) &&
-         !size_changes_.contains(id) && !failed_.contains(id);
+         !size_changes_.contains(id) && !failed_.contains(id) &&
+         !repairing_.contains(id);
 }
 
 MutationLog::Backlog MutationLog::GetBacklog() {
@@ -298,6 +366,9 @@ MutationLog::Backlog MutationLog::GetBacklog() {
   b.dirty_bytes = dirty_bytes_;
   b.dirty_peak = dirty_peak_;
   b.dirty_waits = dirty_waits_;
+  b.repairs = repairs_;
+  b.refused_objects = refused_objects_;
+  b.lost_bytes = lost_bytes_;
   return b;
 }
 

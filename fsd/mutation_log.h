@@ -32,6 +32,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "mirror.pb.h"
@@ -116,7 +117,34 @@ class MutationLog {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // mirrord applied (or refused for good) everything up to `ack.seq`.
-  void Acked(const pb::Ack& ack) ABSL_LOCKS_EXCLUDED(mu_);
+  // Returns the object to repair if the ack says the mirror lost it and
+  // no repair appended after this mutation covers it already, else 0; the
+  // caller calls Tree::Repair for it at once (until EndRepair its blocks
+  // are not clean: the mirror does not hold them).
+  uint64_t Acked(const pb::Ack& ack) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Repairs (Tree::Repair). BeginRepair: the mutations appended from now
+  // on re-create `id` in the mirror; false after kMaxRepairs attempts for
+  // it (then it is refused for good). EndRepair: they are all appended.
+  static constexpr int kMaxRepairs = 4;
+  bool BeginRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  void EndRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until no repair of `id` is being appended (or Shutdown()).
+  void WaitRepairAppended(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The mirror lost `lost_bytes` of `id` that fsd does not hold either:
+  // its data is refused for good (fsync gives EIO; counted).
+  void RefuseForGood(uint64_t id, int error, uint64_t lost_bytes)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The oldest unacknowledged mutation, for a drain that makes no
+  // progress: its seq, the object it names and what it is (data slots
+  // not yet built say "write"). nullopt when nothing is waiting.
+  struct Front {
+    uint64_t seq = 0;
+    uint64_t id = 0;
+    std::string what;
+  };
+  std::optional<Front> OldestUnacked() ABSL_LOCKS_EXCLUDED(mu_);
 
   // After a reconnect: everything up to `last_applied` is applied; the
   // rest of what was sent goes out again first.
@@ -128,7 +156,10 @@ class MutationLog {
   std::vector<pb::Mutation> UnackedNamespaceOps() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Waits until `seq` is acknowledged (or Shutdown()); returns its error
-  // (0 when applied). Only sync barriers keep their error for this.
+  // (0 when applied), or kRepairing when the mirror had lost the object
+  // the barrier is for (sync again once WaitRepairAppended returns). Only
+  // sync barriers keep their error for this.
+  static constexpr int kRepairing = -1;
   int WaitApplied(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The errno mirrord refused data or attributes of `id` with for good,
@@ -149,6 +180,9 @@ class MutationLog {
     uint64_t dirty_bytes = 0;       // memory of dirty blocks now
     uint64_t dirty_peak = 0;        // ... at most, since start
     uint64_t dirty_waits = 0;       // writes that waited for room
+    uint64_t repairs = 0;           // objects re-created in the mirror
+    uint64_t refused_objects = 0;   // objects the mirror refused for good
+    uint64_t lost_bytes = 0;        // lost by the mirror, not held here
   };
   Backlog GetBacklog() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -186,7 +220,8 @@ class MutationLog {
     return queue_[seq - front_seq_];
   }
   uint64_t AppendLocked(Slot slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AckedLocked(const pb::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns the object to repair, or 0 (see Acked).
+  uint64_t AckedLocked(const pb::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t block_size_;
   const uint64_t dirty_limit_;
@@ -217,6 +252,14 @@ class MutationLog {
       open_slots_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> sync_errors_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> failed_ ABSL_GUARDED_BY(mu_);
+  // Repairs: the first seq of the last repair of each object, how often
+  // each was repaired, and those whose repair is being appended.
+  absl::flat_hash_map<uint64_t, uint64_t> repair_seq_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, int> repair_attempts_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> repairing_ ABSL_GUARDED_BY(mu_);
+  uint64_t repairs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t refused_objects_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t lost_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Unacknowledged size changes, by file.
   absl::flat_hash_map<uint64_t, int> size_changes_ ABSL_GUARDED_BY(mu_);
 };

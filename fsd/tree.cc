@@ -127,10 +127,7 @@ void Tree::FillStatLocked(const Inode& inode, struct stat* st) {
   st->st_ctim = inode.ctime;
 }
 
-namespace {
-
-void FillAttr(const Inode& inode, pb::Attr* attr)
-    ABSL_SHARED_LOCKS_REQUIRED(inode.mu) {
+void FillAttr(const Inode& inode, pb::Attr* attr) {
   attr->set_id(inode.ino);
   attr->set_mode(inode.mode);
   attr->set_uid(inode.uid);
@@ -141,8 +138,6 @@ void FillAttr(const Inode& inode, pb::Attr* attr)
   attr->set_mtime_ns(Nanos(inode.mtime));
   attr->set_ctime_ns(Nanos(inode.ctime));
 }
-
-}  // namespace
 
 void Tree::LogSetAttrLocked(Inode& inode, uint32_t mask) {
   if (log_ == nullptr || !inode.linked || mask == 0) return;

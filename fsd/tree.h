@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -49,6 +50,10 @@ struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
 };
+
+// The mirror's view of `inode`'s attributes.
+void FillAttr(const Inode& inode, pb::Attr* attr)
+    ABSL_SHARED_LOCKS_REQUIRED(inode.mu);
 
 class Tree {
  public:
@@ -196,6 +201,18 @@ class Tree {
   // namespace mutation in `log`. Parents come before their children.
   std::vector<pb::Binding> MirrorBindings(MutationLog* log);
 
+  // The mirror lost object `id` (an Ack's missing_id): appends what makes
+  // it exist again as it is here, after everything already queued: a
+  // Create (with `repair`) of each directory on its path from the root and
+  // of itself, its attributes and xattrs, and for a file every block held
+  // in memory. Bytes that only the mirror held are lost: logged with the
+  // path and refused for good (MutationLog::RefuseForGood). Nothing for an
+  // object that no longer has a name here. Called from the thread reading
+  // acks, right after MutationLog::Acked.
+  void Repair(fuse_ino_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // A path of `ino` below the mount, for log lines ("?" if it has none).
+  std::string PathOf(fuse_ino_t ino) ABSL_LOCKS_EXCLUDED(mu_);
+
   // The Write message for a data slot: the newest bytes of
   // [offset, offset + length) below the file's size, and its times. The
   // bytes go into `write->data`, or to `out` (room for `length` bytes)
@@ -253,6 +270,11 @@ class Tree {
     if (log_ != nullptr) log_->Append(std::move(mutation));
   }
   InodePtr NewInode(fuse_ino_t ino, mode_t mode);
+  // The names from the root down to `ino`: (directory, name) pairs, the
+  // last one naming `ino` itself. Empty for the root; nullopt when `ino`
+  // has no name (removed) or is unknown.
+  std::optional<std::vector<std::pair<fuse_ino_t, std::string>>> NamesOfLocked(
+      fuse_ino_t ino) ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status LoadEntryLocked(Inode& dir, const pb::DirEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "fsd/tree.h"
@@ -446,6 +447,136 @@ uint64_t Tree::PrefetchAll(
   }
   progress(done, total);
   return done;
+}
+
+}  // namespace memfuse::fsd
+
+// --- Repairs of the mirror -----------------------------------------------
+
+namespace memfuse::fsd {
+
+std::optional<std::vector<std::pair<fuse_ino_t, std::string>>>
+Tree::NamesOfLocked(fuse_ino_t ino) {
+  std::vector<std::pair<fuse_ino_t, std::string>> names;
+  auto target = table_.find(ino);
+  if (target == table_.end() || target->second->nlink == 0) {
+    return std::nullopt;
+  }
+  // The directory holding `ino`: a directory knows its parent; any other
+  // object is found by a search of the directories (repairs are rare).
+  fuse_ino_t child = ino;
+  fuse_ino_t dir = 0;
+  if (target->second->is_dir()) {
+    dir = target->second->parent;
+  } else {
+    for (const auto& [candidate, inode] : table_) {
+      if (!inode->is_dir() || inode->nlink == 0) continue;
+      for (auto it = inode->dir->After(0); it != inode->dir->end(); ++it) {
+        if (it->second.ino == ino) {
+          dir = candidate;
+          break;
+        }
+      }
+      if (dir != 0) break;
+    }
+  }
+  for (int depth = 0; child != FUSE_ROOT_ID; ++depth) {
+    auto d = table_.find(dir);
+    if (dir == 0 || d == table_.end() || !d->second->is_dir() ||
+        depth > 4096) {
+      return std::nullopt;
+    }
+    const Directory& entries = *d->second->dir;
+    std::string name;
+    for (auto it = entries.After(0); it != entries.end(); ++it) {
+      if (it->second.ino == child) {
+        name = it->second.name;
+        break;
+      }
+    }
+    if (name.empty()) return std::nullopt;
+    names.emplace_back(dir, std::move(name));
+    child = dir;
+    dir = d->second->parent;
+  }
+  std::reverse(names.begin(), names.end());
+  return names;
+}
+
+std::string Tree::PathOf(fuse_ino_t ino) {
+  absl::ReaderMutexLock l(&mu_);
+  auto names = NamesOfLocked(ino);
+  if (!names.has_value()) return "?";
+  std::string path;
+  for (const auto& [dir, name] : *names) absl::StrAppend(&path, "/", name);
+  return path.empty() ? "/" : path;
+}
+
+void Tree::Repair(fuse_ino_t id) {
+  if (log_ == nullptr) return;
+  absl::Cleanup ended = [this, id] { log_->EndRepair(id); };
+  // Exclusive: nothing moves while the chain is appended, so it is the
+  // tree as it is at one moment, ordered after everything queued.
+  absl::MutexLock l(&mu_);
+  std::optional<std::vector<std::pair<fuse_ino_t, std::string>>> names =
+      NamesOfLocked(id);
+  if (!names.has_value() || names->empty()) return;  // gone here too, or root
+  std::string path;
+  for (const auto& [dir, name] : *names) absl::StrAppend(&path, "/", name);
+  if (!log_->BeginRepair(id)) {
+    LOG(ERROR) << "mirror: " << path << " was lost by the mirror again after "
+               << MutationLog::kMaxRepairs
+               << " repairs; its changes are refused for good";
+    log_->RefuseForGood(id, EIO, 0);
+    return;
+  }
+  LOG(WARNING) << "mirror: re-creating " << path
+               << " in the mirror, which lost it";
+  for (const auto& [dir, name] : *names) {
+    const fuse_ino_t ino =
+        table_.at(dir)->dir->Find(name);  // NamesOfLocked found it there
+    Inode& inode = *table_.at(ino);
+    pb::Mutation m;
+    pb::Create* create = m.mutable_create();
+    create->set_parent(dir);
+    create->set_name(name);
+    create->set_repair(true);
+    {
+      absl::ReaderMutexLock il(&inode.mu);
+      FillAttr(inode, create->mutable_attr());
+    }
+    create->mutable_attr()->set_size(0);
+    if (!inode.symlink_target.empty()) {
+      create->set_symlink_target(inode.symlink_target);
+    }
+    log_->Append(std::move(m));
+  }
+  InodePtr target = table_.at(id);
+  absl::MutexLock il(&target->mu);
+  if (target->xattrs != nullptr) {
+    for (const auto& [name, value] : *target->xattrs) {
+      pb::Mutation m;
+      m.mutable_set_xattr()->set_id(id);
+      m.mutable_set_xattr()->set_name(name);
+      m.mutable_set_xattr()->set_value(value);
+      log_->Append(std::move(m));
+    }
+  }
+  if (!target->is_reg()) return;
+  LogSetAttrLocked(*target, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+                                FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME);
+  const uint64_t size = target->size;
+  const uint64_t lost = target->data.ForEachHeldBlock(
+      block_size_, size, [&](uint64_t index) {
+        const uint64_t start = index * block_size_;
+        log_->AppendWrite(target, start, std::min(block_size_, size - start));
+      });
+  if (lost > 0) {
+    LOG(ERROR) << "mirror: " << path << ": " << lost
+               << " bytes of it were only in the mirror, which lost them; "
+                  "they read as zeros there, and fsync of it gives EIO";
+    log_->RefuseForGood(id, EIO, lost);
+  }
 }
 
 }  // namespace memfuse::fsd

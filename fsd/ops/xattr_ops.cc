@@ -60,7 +60,10 @@ std::string StatusText(const Context& ctx) {
                     "dirty_waits ", b.dirty_waits, "\n",
                     "unacked_changes ", b.mutations, "\n",
                     "unacked_data_bytes ", b.data_bytes, "\n",
-                    "mirrored_data_bytes ", b.acked_bytes, "\n");
+                    "mirrored_data_bytes ", b.acked_bytes, "\n",
+                    "mirror_repairs ", b.repairs, "\n",
+                    "mirror_refused_objects ", b.refused_objects, "\n",
+                    "mirror_lost_bytes ", b.lost_bytes, "\n");
   }
   return out;
 }
