@@ -2,8 +2,11 @@
 // and manual debugging. Prints "listening on 127.0.0.1:PORT" as its first
 // line on stdout once it accepts connections, and serves until SIGINT or
 // SIGTERM. SIGUSR1 prints its counters as one line on stdout
-// ("requests N writes N bytes_written N reads N bytes_read N"), for the
-// benchmarks' requests per MiB.
+// ("requests N writes N bytes_written N reads N bytes_read N syncs N saves N
+// overlapping_writes N unsaved_changes N"), for the benchmarks' requests per
+// MiB. Like the real server it saves lazily, every --save-interval-ms and at
+// `PUT files/sync`; as a process that never restarts, that only shows in
+// etags and in the counters.
 #include <pthread.h>
 #include <signal.h>
 
@@ -12,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "tests/testing/fake_invariant_server.h"
 
 int main(int argc, char** argv) {
@@ -23,6 +27,12 @@ int main(int argc, char** argv) {
   int port = 0;
   app.add_option("--port", port, "TCP port on 127.0.0.1; 0 picks a free one")
       ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  int save_interval_ms = 5000;
+  app.add_option("--save-interval-ms", save_interval_ms,
+                 "how often unsaved changes are saved on their own; 0: only "
+                 "at PUT files/sync")
+      ->check(CLI::Range(0, 24 * 3600 * 1000))
       ->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -42,6 +52,7 @@ int main(int argc, char** argv) {
 
   memfuse::testing::FakeInvariantServer::Options options;
   options.port = port;
+  options.save_interval = absl::Milliseconds(save_interval_ms);
   memfuse::testing::FakeInvariantServer server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
     std::cerr << "fake-invariant-server: " << started.message() << "\n";
@@ -57,7 +68,10 @@ int main(int argc, char** argv) {
               << server.RequestCount(Server::kWrite) << " bytes_written "
               << server.BytesWritten() << " reads "
               << server.RequestCount(Server::kRead) << " bytes_read "
-              << server.BytesRead() << std::endl;
+              << server.BytesRead() << " syncs " << server.SyncCount()
+              << " saves " << server.SaveCount() << " overlapping_writes "
+              << server.OverlappingUnsavedWrites() << " unsaved_changes "
+              << server.UnsavedChanges() << std::endl;
   }
   server.Stop();
   return 0;

@@ -4,7 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -83,6 +88,103 @@ std::string Dump(const Json& j) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+// File contents in chunks that a copy shares: saving copies a tree of
+// pointers, and a write then copies only the chunks it changes that the
+// saved tree still holds. Each chunk's hash is kept until the chunk
+// changes, so a save hashes only what was written since the last one.
+// Not thread-safe: the server's mutex guards every Bytes.
+class Bytes {
+ public:
+  uint64_t size() const { return size_; }
+
+  // Up to `length` bytes from `offset`, fewer at the end.
+  std::string Read(uint64_t offset, uint64_t length) const {
+    std::string out;
+    if (offset >= size_) return out;
+    length = std::min(length, size_ - offset);
+    out.reserve(length);
+    while (length > 0) {
+      const Chunk& chunk = *chunks_[offset / kChunk];
+      const uint64_t in = offset % kChunk;
+      const uint64_t n = std::min<uint64_t>(length, kChunk - in);
+      out.append(chunk.bytes, in, n);
+      offset += n;
+      length -= n;
+    }
+    return out;
+  }
+
+  // A gap between the end and `offset` reads as zeros.
+  void Write(uint64_t offset, absl::string_view data) {
+    if (data.empty()) return;
+    if (size_ < offset + data.size()) Resize(offset + data.size());
+    while (!data.empty()) {
+      std::string& bytes = MutableChunk(offset / kChunk);
+      const uint64_t in = offset % kChunk;
+      const uint64_t n = std::min<uint64_t>(data.size(), kChunk - in);
+      bytes.replace(in, n, data.data(), n);
+      offset += n;
+      data.remove_prefix(n);
+    }
+  }
+
+  // Truncates, or extends with zeros.
+  void Resize(uint64_t size) {
+    if (size == size_) return;
+    const size_t count = (size + kChunk - 1) / kChunk;
+    // The last chunk kept changes length when it is cut or, being the old
+    // last one, when the file grows past it.
+    const size_t last_kept = std::min(count, chunks_.size());
+    chunks_.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      const uint64_t want = std::min<uint64_t>(kChunk, size - i * kChunk);
+      if (i + 1 >= last_kept && (chunks_[i] == nullptr ||
+                                 chunks_[i]->bytes.size() != want)) {
+        if (chunks_[i] == nullptr) chunks_[i] = std::make_shared<Chunk>();
+        MutableChunk(i).resize(want, '\0');
+      }
+    }
+    size_ = size;
+  }
+
+  // A hash of the contents, after `seed`; stable across runs.
+  uint64_t Hash(uint64_t seed) const;
+
+ private:
+  static constexpr uint64_t kChunk = 256 << 10;
+
+  struct Chunk {
+    std::string bytes;
+    // Of `bytes`, once computed.
+    mutable std::optional<uint64_t> hash;
+  };
+
+  // Chunk i, copied first if a copy of this Bytes shares it.
+  std::string& MutableChunk(size_t i) {
+    std::shared_ptr<Chunk>& chunk = chunks_[i];
+    if (chunk.use_count() > 1) chunk = std::make_shared<Chunk>(*chunk);
+    chunk->hash.reset();
+    return chunk->bytes;
+  }
+
+  // Every chunk but the last holds kChunk bytes; none is empty.
+  std::vector<std::shared_ptr<Chunk>> chunks_;
+  uint64_t size_ = 0;
+};
+
+uint64_t Bytes::Hash(uint64_t seed) const {
+  uint64_t h = seed;
+  for (const std::shared_ptr<Chunk>& chunk : chunks_) {
+    if (!chunk->hash) chunk->hash = Fnv1a(chunk->bytes);
+    const uint64_t part = *chunk->hash;
+    h = Fnv1a(absl::string_view(reinterpret_cast<const char*>(&part),
+                                sizeof part),
+              h);
+  }
+  return h;
+}
+
+
 }  // namespace
 
 absl::string_view InvariantKindName(InvariantKind kind) {
@@ -112,8 +214,10 @@ struct FakeInvariantServer::Node {
   int64_t modify_ms = 0;
   bool executable = false;
   bool writable = true;
-  // File bytes, or a symbolic link's target.
-  std::string data;
+  // Files.
+  Bytes data;
+  // Symbolic links.
+  std::string target;
   // Directories: name -> node id.
   std::map<std::string, uint64_t> entries;
   // The etag as of the last save (sync), as the real server reports it.
@@ -151,6 +255,12 @@ std::string EtagOf(InvariantKind kind, absl::string_view content) {
                                 absl::kZeroPad16));
 }
 
+std::string EtagOf(const Bytes& content) {
+  return absl::StrCat(absl::Hex(
+      content.Hash(Fnv1a(InvariantKindName(InvariantKind::kFile))),
+      absl::kZeroPad16));
+}
+
 }  // namespace
 
 FakeInvariantServer::FakeInvariantServer() : FakeInvariantServer(Options()) {}
@@ -165,6 +275,7 @@ FakeInvariantServer::FakeInvariantServer(Options options)
   root->etag = EtagOf(InvariantKind::kDirectory, "");
   root->links = 1;
   nodes_.emplace(kRootNode, std::move(root));
+  SnapshotLocked();
 }
 
 FakeInvariantServer::~FakeInvariantServer() { Stop(); }
@@ -250,6 +361,13 @@ absl::Status FakeInvariantServer::Start() {
     }
     absl::SleepFor(absl::Milliseconds(1));
   }
+  if (options_.save_interval > absl::ZeroDuration()) {
+    {
+      absl::MutexLock lock(&mu_);
+      saver_quit_ = false;
+    }
+    saver_ = std::thread([this] { SaverLoop(); });
+  }
   return absl::OkStatus();
 }
 
@@ -258,7 +376,9 @@ void FakeInvariantServer::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    saver_quit_ = true;
   }
+  if (saver_.joinable()) saver_.join();
   // stop() closes the listening socket; listen_after_bind() then waits for
   // the pool's workers, which finish their connections.
   server_->stop();
@@ -274,7 +394,35 @@ std::string FakeInvariantServer::base_url() const {
 
 void FakeInvariantServer::Restart() {
   absl::MutexLock lock(&mu_);
+  // What was not saved is lost, the ids go with it; the counter of ids goes
+  // on from the live tree's, so that no old id names a node again.
+  nodes_.clear();
+  nodes_.reserve(saved_.size());
+  for (const auto& [id, node] : saved_) {
+    nodes_.emplace(id, std::make_unique<Node>(*node));
+  }
+  unsaved_writes_.clear();
+  unsaved_changes_ = 0;
   RenumberLocked();
+  // The server has just loaded this tree: it is what a restart now would
+  // start from, under the new ids.
+  SnapshotLocked();
+}
+
+void FakeInvariantServer::Save() {
+  absl::MutexLock lock(&mu_);
+  SaveLocked();
+}
+
+void FakeInvariantServer::SaverLoop() {
+  absl::MutexLock lock(&mu_);
+  absl::Time next = absl::Now() + options_.save_interval;
+  while (!mu_.AwaitWithDeadline(absl::Condition(&saver_quit_), next)) {
+    // An idle server has nothing to save; the real one writes nothing then
+    // either, and SaveCount stays meaningful.
+    if (unsaved_changes_ > 0) SaveLocked();
+    next = std::max(next + options_.save_interval, absl::Now());
+  }
 }
 
 absl::Status FakeInvariantServer::Restart(absl::Duration down) {
@@ -323,10 +471,31 @@ int64_t FakeInvariantServer::BytesRead() const {
   return bytes_read_;
 }
 
+int64_t FakeInvariantServer::SyncCount() const {
+  absl::MutexLock lock(&mu_);
+  return sync_count_;
+}
+
+int64_t FakeInvariantServer::SaveCount() const {
+  absl::MutexLock lock(&mu_);
+  return save_count_;
+}
+
+int64_t FakeInvariantServer::OverlappingUnsavedWrites() const {
+  absl::MutexLock lock(&mu_);
+  return overlapping_writes_;
+}
+
 void FakeInvariantServer::ResetCounters() {
   absl::MutexLock lock(&mu_);
   request_counts_.clear();
   total_requests_ = bytes_written_ = bytes_read_ = 0;
+  sync_count_ = save_count_ = overlapping_writes_ = 0;
+}
+
+int64_t FakeInvariantServer::UnsavedChanges() const {
+  absl::MutexLock lock(&mu_);
+  return unsaved_changes_;
 }
 
 size_t FakeInvariantServer::NodeCount() const {
@@ -528,6 +697,7 @@ void FakeInvariantServer::UnlinkLocked(uint64_t id) {
     for (const auto& [name, child] : it->second->entries) {
       pending.push_back(child);
     }
+    unsaved_writes_.erase(n);
     nodes_.erase(it);
   }
 }
@@ -556,7 +726,7 @@ nlohmann::ordered_json FakeInvariantServer::InfoJsonLocked(
   j["writable"] = node.writable;
   j["etag"] = node.etag;
   if (node.kind == InvariantKind::kSymbolicLink) {
-    j["target"] = node.data;
+    j["target"] = node.target;
   } else {
     j["size"] = node.kind == InvariantKind::kFile ? node.data.size() : 0;
   }
@@ -573,8 +743,11 @@ void FakeInvariantServer::SaveLocked() {
     stack.pop_back();
     Node* node = FindLocked(id);
     if (node == nullptr || done.contains(id)) continue;
-    if (node->kind != InvariantKind::kDirectory) {
-      node->etag = EtagOf(node->kind, node->data);
+    if (node->kind == InvariantKind::kFile) {
+      node->etag = EtagOf(node->data);
+      done.insert(id);
+    } else if (node->kind == InvariantKind::kSymbolicLink) {
+      node->etag = EtagOf(node->kind, node->target);
       done.insert(id);
     } else if (!children_done) {
       stack.push_back({id, true});
@@ -591,6 +764,59 @@ void FakeInvariantServer::SaveLocked() {
       node->etag = EtagOf(node->kind, listing);
       done.insert(id);
     }
+  }
+  SnapshotLocked();
+  unsaved_writes_.clear();
+  unsaved_changes_ = 0;
+  ++save_count_;
+}
+
+void FakeInvariantServer::SnapshotLocked() {
+  saved_.clear();
+  saved_.reserve(nodes_.size());
+  for (const auto& [id, node] : nodes_) {
+    saved_.emplace(id, std::make_unique<Node>(*node));
+  }
+}
+
+void FakeInvariantServer::ChangedLocked() { ++unsaved_changes_; }
+
+std::vector<std::pair<uint64_t, uint64_t>>
+FakeInvariantServer::NoteWriteLocked(uint64_t file, uint64_t offset,
+                                     uint64_t length) {
+  std::vector<std::pair<uint64_t, uint64_t>> overlaps;
+  if (length == 0) return overlaps;
+  uint64_t start = offset;
+  uint64_t end = offset + length;
+  std::map<uint64_t, uint64_t>& ranges = unsaved_writes_[file];
+  // The first range that may touch [start, end): the one starting at or
+  // before `start`, if it reaches it.
+  auto it = ranges.upper_bound(start);
+  if (it != ranges.begin() && std::prev(it)->second >= start) --it;
+  // Merge every range that overlaps or touches [start, end) into it,
+  // noting the overlapping parts.
+  while (it != ranges.end() && it->first <= end) {
+    const uint64_t overlap_start = std::max(it->first, offset);
+    const uint64_t overlap_end = std::min(it->second, offset + length);
+    if (overlap_start < overlap_end) {
+      overlaps.emplace_back(overlap_start, overlap_end);
+    }
+    start = std::min(start, it->first);
+    end = std::max(end, it->second);
+    it = ranges.erase(it);
+  }
+  ranges.emplace(start, end);
+  if (!overlaps.empty()) ++overlapping_writes_;
+  return overlaps;
+}
+
+void FakeInvariantServer::ClipWritesLocked(uint64_t file, uint64_t size) {
+  auto found = unsaved_writes_.find(file);
+  if (found == unsaved_writes_.end()) return;
+  std::map<uint64_t, uint64_t>& ranges = found->second;
+  ranges.erase(ranges.lower_bound(size), ranges.end());
+  if (!ranges.empty() && ranges.rbegin()->second > size) {
+    ranges.rbegin()->second = size;
   }
 }
 
@@ -675,7 +901,7 @@ FakeInvariantServer::Reply FakeInvariantServer::Read(
   const uint64_t count =
       std::min(length.value.value_or(size - start), size - start);
   bytes_read_ += count;
-  return {200, file->data.substr(start, count), kBytesType};
+  return {200, file->data.Read(start, count), kBytesType};
 }
 
 FakeInvariantServer::Reply FakeInvariantServer::Write(
@@ -691,15 +917,23 @@ FakeInvariantServer::Reply FakeInvariantServer::Write(
   if (at > kMaxFileSize || body.size() > kMaxFileSize - at) {
     return Reply::Text(400, "File too large for the fake server");
   }
-  if (!body.empty()) {
-    // A gap between the end of the file and `at` reads as zeros.
-    if (file->data.size() < at + body.size()) {
-      file->data.resize(at + body.size(), '\0');
+  const std::vector<std::pair<uint64_t, uint64_t>> overlaps =
+      NoteWriteLocked(id, at, body.size());
+  // The older bytes of the overlapping parts, to put back after the write.
+  std::vector<std::string> older;
+  if (options_.scramble_overlaps) {
+    for (const auto& [start, end] : overlaps) {
+      older.push_back(file->data.Read(start, end - start));
     }
-    file->data.replace(at, body.size(), body);
+  }
+  // A gap between the end of the file and `at` reads as zeros.
+  file->data.Write(at, body);
+  for (size_t i = 0; i < older.size(); ++i) {
+    file->data.Write(overlaps[i].first, older[i]);
   }
   file->modify_ms = NowMs();
   bytes_written_ += body.size();
+  ChangedLocked();
   return Reply::Json(body.size());
 }
 
@@ -728,11 +962,12 @@ FakeInvariantServer::Reply FakeInvariantServer::Create(
   Node* node = FindLocked(id);
   node->links = 1;
   if (*kind == InvariantKind::kSymbolicLink) {
-    node->data = target;
+    node->target = target;
     node->etag = EtagOf(*kind, target);
   }
   dir->entries.emplace(name, id);
   dir->modify_ms = NowMs();
+  ChangedLocked();
   return Reply::Json(InfoJsonLocked(*node));
 }
 
@@ -791,11 +1026,13 @@ FakeInvariantServer::Reply FakeInvariantServer::SetAttributes(
   if (executable) node->executable = *executable;
   if (writable) node->writable = *writable;
   if (size) {
-    node->data.resize(*size, '\0');
+    node->data.Resize(*size);
+    ClipWritesLocked(id, *size);
     node->modify_ms = NowMs();
   }
   if (modify_time) node->modify_ms = static_cast<int64_t>(*modify_time);
   if (create_time) node->create_ms = static_cast<int64_t>(*create_time);
+  ChangedLocked();
   return Reply::Json(InfoJsonLocked(*node));
 }
 
@@ -810,8 +1047,10 @@ FakeInvariantServer::Reply FakeInvariantServer::SetSize(
   if (*size.value > kMaxFileSize) {
     return Reply::Text(400, "File too large for the fake server");
   }
-  file->data.resize(*size.value, '\0');
+  file->data.Resize(*size.value);
+  ClipWritesLocked(id, *size.value);
   file->modify_ms = NowMs();
+  ChangedLocked();
   return Reply::Json(InfoJsonLocked(*file));
 }
 
@@ -828,6 +1067,7 @@ FakeInvariantServer::Reply FakeInvariantServer::Remove(
   dir->modify_ms = NowMs();
   // A directory goes with everything below it.
   UnlinkLocked(id);
+  ChangedLocked();
   return Reply::Json(true);
 }
 
@@ -864,6 +1104,7 @@ FakeInvariantServer::Reply FakeInvariantServer::Rename(
     UnlinkLocked(replaced);
   }
   to->entries.emplace(new_name, id);
+  ChangedLocked();
   return Reply::Empty();
 }
 
@@ -887,11 +1128,13 @@ FakeInvariantServer::Reply FakeInvariantServer::Link(
   dir->entries.emplace(name, node->id);
   ++node->links;
   dir->modify_ms = NowMs();
+  ChangedLocked();
   return Reply::Empty();
 }
 
 FakeInvariantServer::Reply FakeInvariantServer::Sync() {
   absl::MutexLock lock(&mu_);
+  ++sync_count_;
   SaveLocked();
   return Reply::Empty();
 }

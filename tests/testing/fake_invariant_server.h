@@ -1,26 +1,42 @@
 // FakeInvariantServer: an in-memory stand-in for an "Invariant files" HTTP
 // server (the API described in invariant-files-api.md), on 127.0.0.1 only,
 // for the tests and benchmarks of the http mirror backend. It reproduces what
-// the real server does rather than what POSIX would want: creating an
-// existing name replaces it, renaming onto a name replaces the target,
-// removing a non-empty directory removes it recursively, names in URL paths
-// are stored exactly as sent (never percent-decoded) while query values are
-// decoded (%XX, and '+' as a space, as Node's query parser does), node ids
-// change across a (simulated) restart, and etags change only at `PUT
-// files/sync`. On top of that it can inject bad answers (see Fault) and counts
-// requests.
+// the real server does rather than what POSIX would want:
+// - creating an existing name replaces it, renaming onto a name replaces the
+//   target, removing a non-empty directory removes it recursively;
+// - names in URL paths are stored exactly as sent (never percent-decoded)
+//   while query values are decoded (%XX, and '+' as a space, as Node's query
+//   parser does);
+// - saving is lazy: requests see the live tree at once, but only a save
+//   makes it survive a restart. A save happens at `PUT files/sync` (or
+//   Save()) and on a timer of its own (Options::save_interval, 5 s like the
+//   real server's). Etags change only at a save;
+// - a restart (Restart(), Restart(down)) loses everything not saved by then
+//   (writes, creates, removes, renames, attribute and size changes) and gives
+//   every node a new id;
+// - several unsaved writes to overlapping ranges of one file may be combined
+//   out of order by the real server. The fake is deterministic instead: it
+//   counts such writes (OverlappingUnsavedWrites) and, with
+//   Options::scramble_overlaps, applies them in the wrong order (the older
+//   bytes win), so a client that breaks the rule gets wrong bytes.
+// On top of that it can inject bad answers (see Fault) and counts requests.
 //
 // Choices of the fake where the real server's behaviour is not documented:
 // a directory's `size` is 0; a directory cannot be hard-linked (400);
 // create, remove, link and rename into a directory whose `writable` is false
-// are refused (400); moving a directory below itself is refused (400).
+// are refused (400); moving a directory below itself is refused (400); the
+// timer saves only when something changed since the last save; Stop() and
+// Start() alone model the network going away, not a restart: the server's
+// memory (unsaved changes included) and ids are kept, and nothing is saved
+// on the timer while stopped.
 //
 // Threading: Start, Stop, Restart(down), running(), port(), base_url() and
 // the destructor must not run concurrently with one another (call them from
-// the test's thread). Everything else (Restart(), faults, counters) may be
-// called from any thread, also while requests are being served.
-// The tree, the faults and the counters are guarded by one mutex; requests
-// are served on httplib's thread pool.
+// the test's thread). Everything else (Restart(), Save(), faults, counters)
+// may be called from any thread, also while requests are being served.
+// The live and saved trees, the faults and the counters are guarded by one
+// mutex; requests are served on httplib's thread pool, the save timer runs
+// on a thread of its own between Start() and Stop().
 #ifndef MEMFUSE_TESTS_TESTING_FAKE_INVARIANT_SERVER_H_
 #define MEMFUSE_TESTS_TESTING_FAKE_INVARIANT_SERVER_H_
 
@@ -31,6 +47,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -92,6 +110,15 @@ class FakeInvariantServer {
     // this is kept shorter than Node's 5 s; a client must cope with the
     // server closing an idle connection either way.
     absl::Duration keep_alive_timeout = absl::Seconds(1);
+    // How often the server saves on its own, while running. Zero: never,
+    // only at `PUT files/sync` and Save() (what a test that restarts the
+    // server wants, to know exactly what is lost).
+    absl::Duration save_interval = absl::Seconds(5);
+    // When a write overlaps a range of the same file written since the last
+    // save, the overlapping part keeps the older bytes (the real server may
+    // combine such writes out of order; this is the order that shows it).
+    // Counted either way.
+    bool scramble_overlaps = false;
   };
 
   static constexpr uint64_t kRootNode = 1;
@@ -136,13 +163,19 @@ class FakeInvariantServer {
   // "http://127.0.0.1:PORT".
   std::string base_url() const;
 
-  // Simulates a server restart: names and contents are kept, every node but
-  // the root gets a new id from a counter well above every old id, so an
-  // old id answers 400 `Unrecognized node`. The server keeps running.
+  // Simulates a server restart: the live tree is replaced by the saved one
+  // (everything not saved is lost), then every node but the root gets a new
+  // id from a counter well above every old id, so an old id answers 400
+  // `Unrecognized node`. The server keeps running.
   void Restart();
-  // Stop(), renumber as Restart() does, stay down for `down` (connections
+  // Stop(), restart as Restart() does, stay down for `down` (connections
   // are refused), then Start() on the same port.
   absl::Status Restart(absl::Duration down);
+
+  // What `PUT files/sync` does: etags are recomputed and the live tree is
+  // saved, to be what a restart starts from. Counted in SaveCount, not as a
+  // request.
+  void Save();
 
   // Adds a fault; faults are consumed in the order they were added (the
   // first one whose prefix matches a request applies to it).
@@ -158,7 +191,19 @@ class FakeInvariantServer {
   int64_t BytesWritten() const;
   // Bytes answered by `GET files/{n}` reads.
   int64_t BytesRead() const;
+  // `PUT files/sync` requests performed (not those spoiled by a fault).
+  int64_t SyncCount() const;
+  // Saves: syncs, Save() calls and saves by the timer.
+  int64_t SaveCount() const;
+  // Writes that overlapped a range of the same file written since the last
+  // save (see Options::scramble_overlaps).
+  int64_t OverlappingUnsavedWrites() const;
+  // Resets the counters above (not UnsavedChanges: that is state).
   void ResetCounters();
+
+  // Requests that changed the live tree since the last save (or restart):
+  // 0 means a restart now would lose nothing.
+  int64_t UnsavedChanges() const;
 
   // Nodes in the tree, the root included (hard links count once).
   size_t NodeCount() const;
@@ -211,9 +256,27 @@ class FakeInvariantServer {
   // Whether `dir` is `node` or has it somewhere below.
   bool ContainsLocked(uint64_t dir, uint64_t node)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // What `PUT files/sync` does: every node's etag recomputed from content.
+  // What `PUT files/sync` does: every node's etag recomputed from content,
+  // then saved_ = nodes_ and the unsaved bookkeeping cleared.
   void SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // saved_ = nodes_, cheaply (file contents are shared until written).
+  void SnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RenumberLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One more request changed the live tree.
+  void ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a write of [offset, offset + length) to `file` in
+  // unsaved_writes_; returns the parts of it that overlap earlier unsaved
+  // writes, as [start, end) pairs.
+  std::vector<std::pair<uint64_t, uint64_t>> NoteWriteLocked(uint64_t file,
+                                                             uint64_t offset,
+                                                             uint64_t length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets unsaved write ranges of `file` at or beyond `size`.
+  void ClipWritesLocked(uint64_t file, uint64_t size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The save timer's thread body: saves every save_interval until
+  // saver_quit_.
+  void SaverLoop();
   // Takes one use of the first fault matching `key`.
   std::optional<Fault> TakeFaultLocked(absl::string_view key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -223,11 +286,23 @@ class FakeInvariantServer {
   int port_ = 0;
   std::unique_ptr<httplib::Server> server_;
   std::thread listener_;
+  std::thread saver_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Node>> nodes_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = kRootNode + 1;
+  // The tree as of the last save: what a restart starts from. File contents
+  // are shared with nodes_ until written (see Bytes).
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Node>> saved_
+      ABSL_GUARDED_BY(mu_);
+  // File node -> the byte ranges written since the last save, merged:
+  // start -> end.
+  absl::flat_hash_map<uint64_t, std::map<uint64_t, uint64_t>> unsaved_writes_
+      ABSL_GUARDED_BY(mu_);
+  int64_t unsaved_changes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Tells the save timer to end.
+  bool saver_quit_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Fault> faults_ ABSL_GUARDED_BY(mu_);
   // Set while Stop() runs, to cut kDelay sleeps short.
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -236,6 +311,9 @@ class FakeInvariantServer {
   int64_t total_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t bytes_written_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t bytes_read_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t sync_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t save_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t overlapping_writes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // One entry of a tree walked through the API.
