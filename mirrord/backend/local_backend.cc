@@ -377,6 +377,7 @@ absl::StatusOr<LocalBackend::SharedFd> LocalBackend::FileFdLocked(uint64_t id) {
   if (SharedFd fd = fds_.Get(id)) {
     if (StillNamed(fd)) return fd;
     fds_.Erase(id);
+    direct_fds_.Erase(id);  // reopened from the old descriptor
   }
   if (id == kRootId) return Conflict(EISDIR, "the root is a directory");
   ASSIGN_OR_RETURN(Entry entry, EntryLocked(id));
@@ -590,6 +591,12 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
       }
     }
   }
+  // An object fsd says exists that is not where the mirror had it (removed
+  // or moved underneath): no retry finds it, a repair makes it again.
+  if (!status.ok() && !IsMissing(status) && StatusToErrno(status) == ENOENT &&
+      !mutation.has_remove()) {
+    status = Missing(status.message());
+  }
   if (!status.ok()) {
     status = Prefixed(status,
                       absl::StrCat(Describe(mutation), MirrorPathOf(mutation)));
@@ -659,6 +666,7 @@ absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
     // A repair: the id lives where fsd says now.
     ids_.Forget(id);
     fds_.Erase(id);
+    direct_fds_.Erase(id);
   }
   const mode_t type = attr.mode() & S_IFMT;
   switch (type) {
@@ -733,7 +741,11 @@ absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
     VLOG(1) << "create " << id << " " << Quoted(name)
             << ": the same kind of object exists, kept";
   }
-  if (created.valid()) fds_.Put(id, std::move(created));
+  if (created.valid()) {
+    // A repair re-creates a file whose old one (gone) may still be cached.
+    direct_fds_.Erase(id);
+    fds_.Put(id, std::move(created));
+  }
   RETURN_IF_ERROR(SetCreatedAttrs(Entry{dir, name}, attr));
   return ids_.AddLink(id, op.parent(), name);
 }

@@ -187,7 +187,7 @@ TEST_F(HttpLossTest, AStuckDrainNamesTheChangeAndASecondSignalEndsIt) {
   std::optional<ExitInfo> exit =
       fs().SignalAndWait(SIGTERM, std::chrono::seconds(20));
   ASSERT_TRUE(exit.has_value()) << "a second SIGTERM did not end mem-fuse";
-  EXPECT_FALSE(exit->exited && exit->code == 0);
+  EXPECT_FALSE(exit->exited && exit->code_or_signal == 0) << ToString(*exit);
   EXPECT_TRUE(absl::StrContains(ReadWhole(fs().log_path()), "NOT mirrored"))
       << fs().Log();
 }
