@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
     ctx.log = &log;
   }
 
-  absl::Status status = RunSession(options, &ctx);
+  absl::Status status = RunSession(options, &ctx, [&mirror] {
+    if (mirror != nullptr) mirror->Abandon();
+  });
   int code = 0;
   if (!status.ok()) {
     std::cerr << "mem-fuse: " << status.message() << "\n";

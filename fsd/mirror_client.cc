@@ -551,23 +551,32 @@ std::shared_ptr<const pb::Mutation> MirrorClient::ForThisAgent(
   return inline_copy;
 }
 
-int MirrorClient::Sync(uint64_t id) {
+void MirrorClient::Abandon() { log_->Shutdown(); }
+
+int MirrorClient::Sync(uint64_t id, const std::atomic<bool>* interrupted) {
   // The mirror may have lost the object: then the barrier goes again after
   // its repair (a bounded number of times: MutationLog::kMaxRepairs).
+  int result = EIO;
   for (int round = 0; round <= MutationLog::kMaxRepairs; ++round) {
     pb::Mutation m;
     m.mutable_sync()->set_id(id);
     const uint64_t seq = log_->Append(std::move(m));
-    const int error = log_->WaitApplied(seq);
+    const int error = log_->WaitApplied(seq, interrupted);
+    if (error == EINTR) return EINTR;
     if (error == MutationLog::kRepairing) {
       log_->WaitRepairAppended(id);
       continue;
     }
     if (error != 0) return EIO;
     if (id != 0 && log_->FailedErrno(id) != 0) return EIO;
+    // Acks before the barrier made fsd repair objects the mirror lost: the
+    // barrier goes again after those repairs. (They are all appended by
+    // now: the thread reading acks appends them before it reads the next.)
+    result = 0;
+    if (log_->RepairedAfter(seq)) continue;
     return 0;
   }
-  return EIO;
+  return result;
 }
 
 std::string MirrorClient::StuckOn() {

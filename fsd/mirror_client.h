@@ -52,7 +52,12 @@ class MirrorClient : public MirrorReader {
   // A durability barrier for object `id` (0: everything): returns once all
   // mutations before it are applied and fsync'ed in the mirror. Returns an
   // errno: EIO if the mirror refused data of `id` for good.
-  int Sync(uint64_t id);
+  // EINTR once `interrupted` is set (the program's FUSE_INTERRUPT; the
+  // barrier itself still goes to the mirror).
+  int Sync(uint64_t id, const std::atomic<bool>* interrupted = nullptr);
+  // A forced exit: every wait for the mirror on a FUSE thread returns now
+  // (their programs get EIO), so that the session can end.
+  void Abandon();
 
   // Waits until the mirror has everything, printing progress to stderr every
   // second once it takes longer than one. Returns false, saying what was not

@@ -224,7 +224,9 @@ uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
       if (slot.is_sync) {
         sync_errors_[front_seq_] = ack.error();
       } else if (slot.id != 0) {
-        failed_[slot.id] = ack.error();
+        if (failed_.insert_or_assign(slot.id, ack.error()).second) {
+          ++refused_objects_;
+        }
       }
     } else if (slot.is_sync) {
       sync_errors_[front_seq_] = 0;
@@ -267,6 +269,12 @@ bool MutationLog::BeginRepair(uint64_t id) {
 void MutationLog::EndRepair(uint64_t id) {
   absl::MutexLock l(&mu_);
   repairing_.erase(id);
+  repair_end_seq_ = std::max(repair_end_seq_, next_seq_);
+}
+
+bool MutationLog::RepairedAfter(uint64_t seq) {
+  absl::MutexLock l(&mu_);
+  return repair_end_seq_ > seq + 1;
 }
 
 void MutationLog::WaitRepairAppended(uint64_t id) {
@@ -330,12 +338,22 @@ std::vector<pb::Mutation> MutationLog::UnackedNamespaceOps() {
 }
 
 int MutationLog::WaitApplied(uint64_t seq) {
+  return WaitApplied(seq, nullptr);
+}
+
+void MutationLog::Wake() { absl::MutexLock l(&mu_); }
+
+int MutationLog::WaitApplied(uint64_t seq,
+                             const std::atomic<bool>* interrupted) {
   absl::MutexLock l(&mu_);
-  auto done = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || front_seq_ > seq;
+  auto done = [this, seq, interrupted]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || front_seq_ > seq ||
+           (interrupted != nullptr && interrupted->load());
   };
   mu_.Await(absl::Condition(&done));
-  if (front_seq_ <= seq) return EIO;  // shut down first
+  if (front_seq_ <= seq) {
+    return shutdown_ ? EIO : EINTR;  // shut down or interrupted first
+  }
   auto it = sync_errors_.find(seq);
   if (it == sync_errors_.end()) return 0;
   const int error = it->second;

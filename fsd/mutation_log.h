@@ -22,6 +22,7 @@
 #ifndef MEMFUSE_FSD_MUTATION_LOG_H_
 #define MEMFUSE_FSD_MUTATION_LOG_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -131,6 +132,9 @@ class MutationLog {
   void EndRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no repair of `id` is being appended (or Shutdown()).
   void WaitRepairAppended(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether a repair appended mutations after `seq` (a barrier at `seq`
+  // does not cover them: they repair what came before it).
+  bool RepairedAfter(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
   // The mirror lost `lost_bytes` of `id` that fsd does not hold either:
   // its data is refused for good (fsync gives EIO; counted).
   void RefuseForGood(uint64_t id, int error, uint64_t lost_bytes)
@@ -160,6 +164,11 @@ class MutationLog {
   // the barrier is for (sync again once WaitRepairAppended returns). Only
   // sync barriers keep their error for this.
   static constexpr int kRepairing = -1;
+  // With `interrupted`: returns EINTR once it is set (and Wake() called).
+  int WaitApplied(uint64_t seq, const std::atomic<bool>* interrupted)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes waiters look at their conditions again (an interrupt).
+  void Wake() ABSL_LOCKS_EXCLUDED(mu_);
   int WaitApplied(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The errno mirrord refused data or attributes of `id` with for good,
@@ -258,6 +267,8 @@ class MutationLog {
   absl::flat_hash_map<uint64_t, int> repair_attempts_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> repairing_ ABSL_GUARDED_BY(mu_);
   uint64_t repairs_ ABSL_GUARDED_BY(mu_) = 0;
+  // One past the last seq a repair appended.
+  uint64_t repair_end_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_objects_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t lost_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Unacknowledged size changes, by file.

@@ -113,31 +113,56 @@ bool UnmountCleanly(const std::string& mountpoint) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+// Set by the thread flushing a busy mount once syncfs returned.
+std::atomic<bool> g_flushed{false};
+
 // Waits for signals during the session and turns the first into an
 // unmount. Ends when `done` is set and the event fd written.
 void WatchSignals(fuse_session* se, std::string mountpoint,
-                  pthread_t loop_thread, const std::atomic<bool>* done) {
+                  pthread_t loop_thread, const std::atomic<bool>* done,
+                  std::function<void()> on_forced) {
   bool unmounting = false;
+  auto end_loop = [&] {
+    fuse_session_exit(se);
+    pthread_kill(loop_thread, SIGUSR1);
+  };
   while (true) {
     uint64_t count;
     if (read(g_event_fd, &count, sizeof(count)) < 0 && errno == EINTR) {
       continue;
     }
     if (done->load()) return;
-    if (unmounting && !g_forced) continue;
-    if (!unmounting) {
-      unmounting = true;
-      LOG(INFO) << "signal received: unmounting " << mountpoint;
-      if (UnmountCleanly(mountpoint)) continue;
+    if (g_forced) {
+      // A second signal: nothing waits for the mirror any more, and the
+      // loop ends even if the flush never returns.
+      LOG(WARNING) << "second signal: ending without waiting for the mirror";
+      if (on_forced) on_forced();
+      end_loop();
+      continue;
+    }
+    if (g_flushed) {
+      end_loop();
+      continue;
+    }
+    if (unmounting) continue;
+    unmounting = true;
+    LOG(INFO) << "signal received: unmounting " << mountpoint;
+    // On a thread of its own: the unmount and the flush write the kernel's
+    // dirty pages back, which waits for the mirror at the dirty limit, and
+    // a second signal must still be heard meanwhile. It touches nothing but
+    // the event fd, which lives as long as the process.
+    std::thread([mountpoint] {
+      if (UnmountCleanly(mountpoint)) return;  // the loop ends by itself
       LOG(WARNING) << mountpoint << " is busy: flushing and detaching it";
       const int fd = open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY);
       if (fd >= 0) {
         syncfs(fd);
         close(fd);
       }
-    }
-    fuse_session_exit(se);
-    pthread_kill(loop_thread, SIGUSR1);
+      g_flushed = true;
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = write(g_event_fd, &one, sizeof(one));
+    }).detach();
   }
 }
 
@@ -145,7 +170,8 @@ void WatchSignals(fuse_session* se, std::string mountpoint,
 
 const std::atomic<bool>& ForcedExit() { return g_forced; }
 
-absl::Status RunSession(const Options& options, ops::Context* ctx) {
+absl::Status RunSession(const Options& options, ops::Context* ctx,
+                        std::function<void()> on_forced) {
   std::vector<std::string> mount_options = {
       "default_permissions", "fsname=mem-fuse", "subtype=mem-fuse"};
   // Root mounts are shared machine-wide, as a disk would be; permissions are
@@ -195,7 +221,7 @@ absl::Status RunSession(const Options& options, ops::Context* ctx) {
   std::atomic<bool> done{false};
   g_mounted = true;
   std::thread watcher(WatchSignals, se, options.mountpoint, pthread_self(),
-                      &done);
+                      &done, std::move(on_forced));
   absl::Cleanup stop_watcher = [&] {
     g_mounted = false;
     done = true;

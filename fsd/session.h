@@ -3,6 +3,7 @@
 #define MEMFUSE_FSD_SESSION_H_
 
 #include <atomic>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "fsd/options.h"
@@ -17,8 +18,11 @@ namespace memfuse::fsd {
 // A signal unmounts the way umount(8) does, so the kernel first writes back
 // every dirty page it holds for the mount (data write(2) already accepted);
 // only if the mount is busy does fsd flush the kernel's pages with syncfs
-// and detach it lazily.
-absl::Status RunSession(const Options& options, ops::Context* ctx);
+// and detach it lazily. A second signal ends the session whatever it is
+// waiting for (a flush stuck on a mirror that takes nothing): `on_forced`
+// is called first, to release every wait for the mirror.
+absl::Status RunSession(const Options& options, ops::Context* ctx,
+                        std::function<void()> on_forced = {});
 
 // True once a signal arrived that asks to exit now: a second one during the
 // session, or any after the mount is gone (while draining to the mirror).

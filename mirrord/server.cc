@@ -302,12 +302,18 @@ bool MirrorService::CommitHeld(grpc::ServerContext* context,
                                std::deque<Held>* held, uint64_t generation) {
   absl::Duration delay = kFirstRetryDelay;
   std::string logged_cause;
+  int aborts = 0;
   while (true) {
     absl::Status committed = backend_->Commit();
     if (committed.ok()) return true;
     if (absl::IsAborted(committed)) {
       // What the backend held but had not made durable may be gone:
-      // everything held is applied again, in order (idempotently).
+      // everything held is applied again, in order (idempotently). Again
+      // and again means the server is unsettled: wait a little first.
+      if (++aborts > 2) {
+        if (!WaitToRetry(context, delay, generation)) return false;
+        delay = std::min(delay * 2, kMaxRetryDelay);
+      }
       const uint64_t durable = backend_->DurableSeq();
       uint64_t again = 0;
       for (const Held& h : *held) again += h.mutation.seq() > durable;

@@ -62,7 +62,7 @@ class MirrorService final : public pb::Mirror::Service {
   static constexpr absl::Duration kStopGrace = absl::Seconds(30);
   // Group commit: how long the stream must be quiet before the held acks
   // are committed, and how old the oldest may get under steady load.
-  static constexpr absl::Duration kIdleCommit = absl::Milliseconds(3);
+  static constexpr absl::Duration kIdleCommit = absl::Milliseconds(20);
   static constexpr absl::Duration kMaxCommitDelay = absl::Milliseconds(250);
 
   // `backend` must outlive the service.

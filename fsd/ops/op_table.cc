@@ -57,7 +57,24 @@ void ReplySync(fuse_req_t req, fuse_ino_t ino) {
     fuse_reply_err(req, 0);
     return;
   }
-  fuse_reply_err(req, mirror->Sync(ino == FUSE_ROOT_ID ? 0 : ino));
+  // A signal to the program waiting (FUSE_INTERRUPT) ends the wait with
+  // EINTR: a mirror that does not answer never leaves it unkillable.
+  struct Interrupt {
+    std::atomic<bool> fired{false};
+    MutationLog* log;
+  } interrupt{false, ContextOf(req).log};
+  fuse_req_interrupt_func(
+      req,
+      [](fuse_req_t, void* data) {
+        auto* i = static_cast<Interrupt*>(data);
+        i->fired = true;
+        i->log->Wake();
+      },
+      &interrupt);
+  const int error =
+      mirror->Sync(ino == FUSE_ROOT_ID ? 0 : ino, &interrupt.fired);
+  fuse_req_interrupt_func(req, nullptr, nullptr);  // before `interrupt` goes
+  fuse_reply_err(req, error);
 }
 
 fuse_entry_param EntryParam(const Context& ctx, const struct stat& st) {

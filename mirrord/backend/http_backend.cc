@@ -420,7 +420,10 @@ pb::Ack HttpBackend::MakeAck(const pb::Mutation& mutation,
   }
   if (status.ok() && mutation.has_write()) {
     auto node = node_of_.find(mutation.write().id());
-    if (node != node_of_.end()) probe_node_ = node->second;
+    if (node != node_of_.end()) {
+      probe_id_ = node->first;
+      probe_node_ = node->second;
+    }
   }
   return ack;
 }
@@ -454,7 +457,7 @@ absl::Status HttpBackend::Commit() {
   RETURN_IF_ERROR(FlushTimes());
   uint64_t target;
   uint64_t epoch;
-  uint64_t probe;
+  uint64_t probe = 0;
   {
     absl::MutexLock l(&mu_);
     target = applied_seq_;
@@ -463,7 +466,12 @@ absl::Status HttpBackend::Commit() {
       return absl::OkStatus();
     }
     epoch = unsaved_epoch_;
-    probe = probe_node_;
+    // Only a file still there under that node can vouch for the server.
+    auto known = node_of_.find(probe_id_);
+    if (probe_id_ != 0 && known != node_of_.end() &&
+        known->second == probe_node_) {
+      probe = probe_node_;
+    }
   }
   absl::Status synced = Send(Method::kPut, "files/sync").status();
   if (!synced.ok()) {
@@ -473,12 +481,15 @@ absl::Status HttpBackend::Commit() {
   // A restart between our requests and the sync loses them without an
   // error: the node last written must still be the one we wrote.
   if (probe != 0 && probe != options_.root_node) {
-    absl::StatusOr<json> info =
-        SendJson(Method::kGet, absl::StrCat("files/info/", probe));
-    if (!info.ok() && !IsStaleNode(info.status()) &&
-        !IsPermanent(info.status())) {
+    absl::StatusOr<HttpResponse> info =
+        http_->Get(absl::StrCat("files/info/", probe));
+    if (!info.ok()) {
+      NoteUpset();
       return absl::UnavailableError(
           absl::StrCat("checking the save: ", info.status().message()));
+    }
+    if (info->status == 400 && absl::StrContains(info->body, kStaleNode)) {
+      NoteUpset();  // the server forgot the file it was just sent
     }
   }
   absl::MutexLock l(&mu_);
@@ -490,6 +501,7 @@ absl::Status HttpBackend::Commit() {
     id_of_node_.clear();
     node_of_[kRootId] = options_.root_node;
     id_of_node_[options_.root_node] = kRootId;
+    probe_id_ = 0;
     probe_node_ = 0;
     // The durable point stays: what came after it is applied again.
     applied_seq_ = acks_.last_applied_seq;
@@ -502,6 +514,7 @@ absl::Status HttpBackend::Commit() {
   if (applied_seq_ == target) {
     has_unsaved_ = false;
     unsaved_writes_.clear();
+    probe_id_ = 0;
     probe_node_ = 0;
   }
   return absl::OkStatus();

@@ -209,7 +209,8 @@ class HttpBackend final : public Backend {
   // unsaved change was applied.
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t unsaved_epoch_ ABSL_GUARDED_BY(mu_) = 0;
-  // The server's node of the last object changed, checked after a sync.
+  // The last file written (fsd id, server node), checked after a sync.
+  uint64_t probe_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t probe_node_ ABSL_GUARDED_BY(mu_) = 0;
   // Byte ranges [start, end) written since the last save, by fsd id.
   absl::flat_hash_map<uint64_t, std::map<uint64_t, uint64_t>> unsaved_writes_

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -1208,7 +1209,26 @@ absl::Status LocalBackend::ApplySetXattr(const pb::SetXattr& op) {
     r = setxattr(ProcFdPath(fd.get()).c_str(), op.name().c_str(),
                  op.value().data(), op.value().size(), 0);
   }
-  if (r != 0) return ErrnoStatus(errno, "setxattr");
+  if (r != 0) {
+    const int err = errno;
+    // What this filesystem cannot store on this object (no room for more
+    // attributes in it, a value too long, no user xattrs here) stays so
+    // however long one waits: refused for this object alone, so that the
+    // rest of the queue goes on. A full or read-only mirror is retried.
+    if (err == ENOSPC || err == E2BIG || err == ERANGE || err == EOPNOTSUPP ||
+        err == EPERM || err == EINVAL || err == ENAMETOOLONG) {
+      struct statvfs fs;
+      const bool disk_full = err == ENOSPC &&
+                             fstatvfs(root_->get(), &fs) == 0 &&
+                             fs.f_bavail == 0;
+      if (!disk_full) {
+        return Conflict(err, absl::StrCat("the mirror's filesystem cannot "
+                                          "store xattr ",
+                                          Quoted(op.name()), " here"));
+      }
+    }
+    return ErrnoStatus(err, "setxattr");
+  }
   return absl::OkStatus();
 }
 

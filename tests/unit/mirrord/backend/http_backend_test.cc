@@ -119,11 +119,53 @@ TEST_F(HttpBackendTest, NeverRemovesOrReplacesAServerDirectoryWithEntries) {
   EXPECT_TRUE(Tree().contains("d/theirs"));
 }
 
+// Acknowledged means saved: a commit syncs, and one after the server lost
+// unsaved changes says so (ABORTED) rather than vouching for them.
+TEST_F(HttpBackendTest, ACommitSavesAndNoticesLostChanges) {
+  ASSERT_EQ(Apply(Create(kRoot, "f", 2, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(2, 0, "saved")).error(), 0);
+  EXPECT_EQ(backend_->DurableSeq(), 0u);
+  const int64_t syncs = server_.RequestCount(FakeInvariantServer::kSync);
+  ASSERT_TRUE(backend_->Commit().ok());
+  EXPECT_EQ(server_.RequestCount(FakeInvariantServer::kSync), syncs + 1);
+  EXPECT_EQ(backend_->DurableSeq(), seq_);
+  // Nothing new: no request.
+  ASSERT_TRUE(backend_->Commit().ok());
+  EXPECT_EQ(server_.RequestCount(FakeInvariantServer::kSync), syncs + 1);
+
+  ASSERT_EQ(Apply(Write(2, 5, " and lost")).error(), 0);
+  server_.Restart();  // drops the unsaved write, renumbers
+  EXPECT_TRUE(absl::IsAborted(backend_->Commit()));
+  EXPECT_EQ(backend_->DurableSeq(), seq_ - 1);
+  // Applied again (what the server does with held mutations), it sticks.
+  pb::Mutation again = Write(2, 5, " and lost");
+  again.set_seq(seq_);
+  ASSERT_EQ(backend_->Apply(again).error(), 0);
+  ASSERT_TRUE(backend_->Commit().ok());
+  EXPECT_EQ(backend_->DurableSeq(), seq_);
+  server_.Restart();
+  EXPECT_EQ(Tree()["f"].bytes, "saved and lost");
+}
+
+// Two unsaved writes to overlapping bytes are never left together.
+TEST_F(HttpBackendTest, AnOverlappingWriteWaitsForACommit) {
+  ASSERT_EQ(Apply(Create(kRoot, "f", 2, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(2, 0, "0123456789")).error(), 0);
+  EXPECT_FALSE(backend_->NeedsCommitBefore(Write(2, 10, "abc")));
+  EXPECT_TRUE(backend_->NeedsCommitBefore(Write(2, 9, "abc")));
+  EXPECT_TRUE(backend_->NeedsCommitBefore(Write(2, 0, "a")));
+  EXPECT_FALSE(backend_->NeedsCommitBefore(Write(3, 0, "a")));
+  EXPECT_TRUE(backend_->NeedsCommitBefore(Sync(0)));
+  ASSERT_TRUE(backend_->Commit().ok());
+  EXPECT_FALSE(backend_->NeedsCommitBefore(Write(2, 0, "a")));
+}
+
 TEST_F(HttpBackendTest, FindsItsObjectsByNameAfterTheServerRenumbers) {
   ASSERT_EQ(Apply(Create(kRoot, "dir", 2, S_IFDIR | 0755)).error(), 0);
   ASSERT_EQ(Apply(Create(2, "f", 3, S_IFREG | 0644)).error(), 0);
   ASSERT_EQ(Apply(Write(3, 0, "before")).error(), 0);
   const uint64_t old_node = Tree()["dir/f"].node;
+  ASSERT_TRUE(backend_->Commit().ok());  // acknowledged: saved
   server_.Restart();
   ASSERT_EQ(Apply(Write(3, 6, " and after")).error(), 0);
   ApiTree tree = Tree();
@@ -132,6 +174,7 @@ TEST_F(HttpBackendTest, FindsItsObjectsByNameAfterTheServerRenumbers) {
   pb::ReadBlockRequest read;
   read.set_id(3);
   read.set_length(100);
+  ASSERT_TRUE(backend_->Commit().ok());  // acknowledged: saved
   server_.Restart();
   std::string out(100, '\0');
   absl::StatusOr<uint64_t> n = backend_->ReadBlock(read, absl::MakeSpan(out));
