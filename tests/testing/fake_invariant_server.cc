@@ -138,8 +138,8 @@ class Bytes {
     chunks_.resize(count);
     for (size_t i = 0; i < count; ++i) {
       const uint64_t want = std::min<uint64_t>(kChunk, size - i * kChunk);
-      if (i + 1 >= last_kept && (chunks_[i] == nullptr ||
-                                 chunks_[i]->bytes.size() != want)) {
+      if (i + 1 >= last_kept &&
+          (chunks_[i] == nullptr || chunks_[i]->bytes.size() != want)) {
         if (chunks_[i] == nullptr) chunks_[i] = std::make_shared<Chunk>();
         MutableChunk(i).resize(want, '\0');
       }
@@ -177,13 +177,12 @@ uint64_t Bytes::Hash(uint64_t seed) const {
   for (const std::shared_ptr<Chunk>& chunk : chunks_) {
     if (!chunk->hash) chunk->hash = Fnv1a(chunk->bytes);
     const uint64_t part = *chunk->hash;
-    h = Fnv1a(absl::string_view(reinterpret_cast<const char*>(&part),
-                                sizeof part),
-              h);
+    h = Fnv1a(
+        absl::string_view(reinterpret_cast<const char*>(&part), sizeof part),
+        h);
   }
   return h;
 }
-
 
 }  // namespace
 
@@ -256,9 +255,9 @@ std::string EtagOf(InvariantKind kind, absl::string_view content) {
 }
 
 std::string EtagOf(const Bytes& content) {
-  return absl::StrCat(absl::Hex(
-      content.Hash(Fnv1a(InvariantKindName(InvariantKind::kFile))),
-      absl::kZeroPad16));
+  return absl::StrCat(
+      absl::Hex(content.Hash(Fnv1a(InvariantKindName(InvariantKind::kFile))),
+                absl::kZeroPad16));
 }
 
 }  // namespace
@@ -781,9 +780,8 @@ void FakeInvariantServer::SnapshotLocked() {
 
 void FakeInvariantServer::ChangedLocked() { ++unsaved_changes_; }
 
-std::vector<std::pair<uint64_t, uint64_t>>
-FakeInvariantServer::NoteWriteLocked(uint64_t file, uint64_t offset,
-                                     uint64_t length) {
+std::vector<std::pair<uint64_t, uint64_t>> FakeInvariantServer::NoteWriteLocked(
+    uint64_t file, uint64_t offset, uint64_t length) {
   std::vector<std::pair<uint64_t, uint64_t>> overlaps;
   if (length == 0) return overlaps;
   uint64_t start = offset;

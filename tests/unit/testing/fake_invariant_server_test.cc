@@ -527,8 +527,7 @@ TEST_F(FakeInvariantServerTest, LargeFilesKeepTheirSavedBytesWhileWritten) {
   live.resize(300 * 1024 + 7);
   live.resize(900 * 1024, '\0');
   EXPECT_EQ(Read(f), live);
-  ExpectStatus(Get(absl::StrCat("/files/", f, "?offset=", 262143,
-                                "&length=3")),
+  ExpectStatus(Get(absl::StrCat("/files/", f, "?offset=", 262143, "&length=3")),
                200, live.substr(262143, 3));
   server_.Save();
   EXPECT_NE(Info(f)["etag"], saved_info["etag"]);
@@ -588,10 +587,10 @@ TEST(FakeInvariantServerSaveTimerTest, SavesOnItsOwnEveryInterval) {
   FakeInvariantServer server(options);
   ASSERT_TRUE(server.Start().ok());
   auto client = NewClient(server.port());
-  httplib::Result created = client->Put("/files/1/f?kind=File", "", "text/plain");
+  httplib::Result created =
+      client->Put("/files/1/f?kind=File", "", "text/plain");
   ASSERT_TRUE(created && created->status == 200);
-  const uint64_t f =
-      Json::parse(created->body).value("node", uint64_t{0});
+  const uint64_t f = Json::parse(created->body).value("node", uint64_t{0});
   httplib::Result written = client->Post(absl::StrCat("/files/", f), "timed",
                                          "application/octet-stream");
   ASSERT_TRUE(written && written->status == 200);
@@ -631,15 +630,17 @@ TEST_F(FakeInvariantServerTest, CountsWritesOverlappingUnsavedOnes) {
   // A save forgets every range.
   server_.Save();
   Ok(Post(path + "?offset=0", "dddddddd"));
+  Ok(Post(path + "?offset=20", "zz"));
   EXPECT_EQ(server_.OverlappingUnsavedWrites(), 1);
-  // A truncation forgets what lies beyond the new size.
+  // A truncation forgets what lies beyond the new size, whole ranges and
+  // the tail of one.
   Ok(Put(absl::StrCat("/files/size/", f, "?size=3")));
   Ok(Post(path + "?offset=3", "eeee"));
   EXPECT_EQ(server_.OverlappingUnsavedWrites(), 1);
   Ok(Post(absl::StrCat("/files/attributes/", f), R"({"size": 5})"));
   Ok(Post(path + "?offset=5", "ff"));
   EXPECT_EQ(server_.OverlappingUnsavedWrites(), 1);
-  Ok(Post(path + "?offset=4", "gg"));  // over [3, 5) and [5, 7): one write
+  Ok(Post(path + "?offset=4", "gg"));  // over two earlier writes: counted once
   EXPECT_EQ(server_.OverlappingUnsavedWrites(), 2);
   // Not scrambled by default: the newest bytes win.
   EXPECT_EQ(Read(f), "dddeggf");
@@ -651,7 +652,8 @@ TEST(FakeInvariantServerScrambleTest, OverlappingUnsavedWritesKeepOlderBytes) {
   FakeInvariantServer server(options);
   ASSERT_TRUE(server.Start().ok());
   auto client = NewClient(server.port());
-  httplib::Result created = client->Put("/files/1/f?kind=File", "", "text/plain");
+  httplib::Result created =
+      client->Put("/files/1/f?kind=File", "", "text/plain");
   ASSERT_TRUE(created && created->status == 200);
   const std::string path = absl::StrCat(
       "/files/", Json::parse(created->body).value("node", uint64_t{0}));
