@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -26,7 +27,18 @@
 namespace memfuse::testing {
 namespace {
 
-using StuckMirrorTest = E2eTest;
+class StuckMirrorTest : public E2eTest {
+ protected:
+  // Lists the mount's root, so that it is loaded from the mirror.
+  void ListedRoot() {
+    std::error_code error;
+    for (auto it = std::filesystem::directory_iterator(mount(), error);
+         !error && it != std::filesystem::directory_iterator();
+         it.increment(error)) {
+    }
+    ASSERT_FALSE(error) << error.message();
+  }
+};
 
 std::string ReadWhole(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -119,6 +131,7 @@ TEST_F(StuckMirrorTest, AnFsyncWaitingForAStoppedAgentEndsOnASignal) {
   ASSERT_TRUE(StartAgent(socket).ok());
   ASSERT_TRUE(MountWithSocket(socket).ok());
   ASSERT_TRUE(MirrorCaughtUp());
+  ListedRoot();  // creating in it needs no listing from the stopped agent
   const pid_t agent_pid = agent()->pid();
   ASSERT_EQ(kill(agent_pid, SIGSTOP), 0);
   absl::Cleanup resume = [agent_pid] { kill(agent_pid, SIGCONT); };
@@ -183,6 +196,7 @@ TEST_F(StuckMirrorTest, ASecondSigtermEndsABusyMountWhoseFlushIsStuck) {
                                "4"})
           .ok());
   ASSERT_TRUE(MirrorCaughtUp());
+  ListedRoot();  // creating in it needs no listing from the stopped agent
   const pid_t agent_pid = agent()->pid();
   ASSERT_EQ(kill(agent_pid, SIGSTOP), 0);
   absl::Cleanup resume = [agent_pid] { kill(agent_pid, SIGCONT); };
