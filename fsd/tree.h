@@ -344,8 +344,10 @@ class Tree {
   // mirror, waits while dirty blocks may still become clean (up to the
   // bound of `how`, then EIO); ENOSPC when nothing can make room.
   absl::StatusOr<BudgetRoom> ReserveCache(uint64_t bytes, Room how);
+  // Sets `*busy` when the block was passed over only because its file
+  // was locked at that moment.
   BlockCache::Verdict JudgeForEviction(Inode& inode, uint64_t index,
-                                       uint64_t* freed);
+                                       uint64_t* freed, bool* busy);
   // A read of [offset, offset+length) of `inode` ended: if it continues
   // the previous one, the blocks after it are fetched in the background.
   void Readahead(const InodePtr& inode, uint64_t offset, uint64_t length);

@@ -304,8 +304,11 @@ absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
 }
 
 BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,
-                                           uint64_t* freed) {
-  if (!inode.mu.TryLock()) return BlockCache::Verdict::kKeep;
+                                           uint64_t* freed, bool* busy) {
+  if (!inode.mu.TryLock()) {
+    *busy = true;
+    return BlockCache::Verdict::kKeep;
+  }
   bool resident = false;
   BlockCache::Verdict verdict = BlockCache::Verdict::kKeep;
   // Read back from the mirror later, so the mirror must have every byte of
@@ -329,6 +332,9 @@ absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
   // Registered as a waiter of the budget only once a wait is needed (the
   // common case never waits), then tried again before the first wait.
   std::optional<BlockBudget::Waiting> waiting;
+  // Since when nothing was dirty: then only room others hold can come
+  // back, which it gets a moment for.
+  absl::Time clean_since = absl::InfiniteFuture();
   while (true) {
     const uint64_t epoch = budget_->epoch();
     if (budget_->TryReserve(bytes)) return BudgetRoom(budget_, bytes);
@@ -338,9 +344,11 @@ absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
     // A little more than needed, so that the next few do not sweep again.
     const uint64_t want = std::max(short_by, std::min<uint64_t>(
                                                  limit / 64, 4 * block_size_));
+    bool busy = false;
     const uint64_t freed = cache_.Evict(
-        want, [this](const InodePtr& inode, uint64_t index, uint64_t* freed) {
-          return JudgeForEviction(*inode, index, freed);
+        want, [this, &busy](const InodePtr& inode, uint64_t index,
+                            uint64_t* freed) {
+          return JudgeForEviction(*inode, index, freed, &busy);
         });
     if (freed > 0) continue;
     if (how == Room::kEvict) return ErrnoStatus(ENOSPC);
@@ -349,18 +357,24 @@ absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
     // can happen, up to the bound for reads or writes (the mirror may be
     // down for good), and give up at once when it cannot.
     const bool dirty = log_->GetBacklog().dirty_bytes > 0;
-    const absl::Time deadline =
-        start + (!dirty ? absl::Milliseconds(200)
-                 : how == Room::kWaitForRead ? read_room_wait_
-                                             : write_room_wait_);
     const absl::Time now = absl::Now();
+    if (dirty || busy) {
+      clean_since = absl::InfiniteFuture();
+    } else if (clean_since == absl::InfiniteFuture()) {
+      clean_since = now;
+    }
+    if (now - clean_since >= absl::Milliseconds(200)) {
+      return ErrnoStatus(ENOSPC);
+    }
+    const absl::Time deadline =
+        start + (how == Room::kWaitForRead ? read_room_wait_
+                                           : write_room_wait_);
     if (now >= deadline) {
-      if (!dirty) return ErrnoStatus(ENOSPC);
       LOG(WARNING) << "no room in the cache for "
                    << (how == Room::kWaitForRead ? "a read" : "a write")
                    << " after " << absl::FormatDuration(now - start)
-                   << ": every resident block is dirty and the mirror "
-                      "acknowledged none meanwhile";
+                   << ": the resident blocks stayed dirty (the mirror is "
+                      "not acknowledging) or in use";
       return ErrnoStatus(EIO);
     }
     if (!waiting.has_value()) {
@@ -368,10 +382,12 @@ absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
       cache_waits_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    // Woken by room released and by blocks made clean; the recheck covers
-    // what signals nothing (a block skipped because its file was busy).
-    budget_->WaitForChange(epoch,
-                           std::min(deadline, now + absl::Milliseconds(50)));
+    // Woken by room released and by blocks made clean. What signals
+    // nothing is looked at again soon: a block passed over because its
+    // file was locked for a moment (a writer copying into it).
+    budget_->WaitForChange(
+        epoch, std::min(deadline, now + (busy ? absl::Milliseconds(1)
+                                              : absl::Milliseconds(50))));
   }
 }
 
