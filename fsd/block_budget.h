@@ -3,6 +3,10 @@
 // Thread-safe: every method may be called from any thread without a lock.
 // Reservations are made before memory is allocated, so resident bytes never
 // exceed the limit, even transiently.
+//
+// Who cannot reserve and must wait for room (Tree::ReserveCache) waits for
+// a change here: room released, or Wake() (blocks became evictable). The
+// releases stay lock-free while nobody waits.
 #ifndef MEMFUSE_FSD_BLOCK_BUDGET_H_
 #define MEMFUSE_FSD_BLOCK_BUDGET_H_
 
@@ -10,6 +14,10 @@
 #include <atomic>
 #include <cstdint>
 #include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace memfuse::fsd {
 
@@ -34,6 +42,47 @@ class BlockBudget {
   // REQUIRES: `bytes` were reserved before.
   void Release(uint64_t bytes) {
     used_.fetch_sub(bytes, std::memory_order_relaxed);
+    // Pairs with the fence in Waiting: either the waiter's next try sees
+    // this release, or this sees the waiter and wakes it.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (waiters_.load(std::memory_order_relaxed) > 0) Wake();
+  }
+
+  // Counts a waiter while it lives; Release() wakes waiters only when
+  // there are some. Register before the try whose failure makes you wait.
+  class Waiting {
+   public:
+    explicit Waiting(BlockBudget* budget) : budget_(budget) {
+      budget_->waiters_.fetch_add(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+    Waiting(const Waiting&) = delete;
+    Waiting& operator=(const Waiting&) = delete;
+    ~Waiting() { budget_->waiters_.fetch_sub(1, std::memory_order_relaxed); }
+
+   private:
+    BlockBudget* const budget_;
+  };
+  // Changes whenever room is released while someone waits, and at Wake().
+  // Read it before trying to make room; then WaitForChange(epoch, ...).
+  uint64_t epoch() const { return epoch_.load(std::memory_order_seq_cst); }
+  // Waits until the epoch is no longer `epoch`, or `deadline`; true if it
+  // changed.
+  bool WaitForChange(uint64_t epoch, absl::Time deadline) {
+    absl::MutexLock l(&wait_mu_);
+    auto changed = [this, epoch] {
+      return epoch_.load(std::memory_order_seq_cst) != epoch;
+    };
+    return wait_mu_.AwaitWithDeadline(absl::Condition(&changed), deadline);
+  }
+  // Wake(), if anyone waits.
+  void WakeWaiters() {
+    if (waiters_.load(std::memory_order_seq_cst) > 0) Wake();
+  }
+  // Something may have made room possible (blocks became evictable).
+  void Wake() {
+    absl::MutexLock l(&wait_mu_);
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
   }
 
   uint64_t limit() const { return limit_; }
@@ -52,6 +101,10 @@ class BlockBudget {
   const uint64_t limit_;
   std::atomic<uint64_t> used_{0};
   std::atomic<uint64_t> peak_{0};
+  std::atomic<int> waiters_{0};
+  // Changed under wait_mu_, so that a waiter's condition is re-evaluated.
+  absl::Mutex wait_mu_;
+  std::atomic<uint64_t> epoch_{0};
 };
 
 // Bytes reserved in a BlockBudget ahead of the work that needs them (made

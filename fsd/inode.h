@@ -56,10 +56,14 @@ struct Inode {
   bool unlisted = false;
   // Open file handles (open/create until release): an unlinked file still
   // open keeps its bytes, so they are fetched from the mirror first.
+  // Incremented only under the Tree's mutex (shared), so that an unlink
+  // deciding under it (exclusive) sees every open that precedes it.
   std::atomic<int> open_count{0};
-  // Never evicted: an open file losing its last name (its bytes are
-  // fetched to stay in memory).
-  std::atomic<bool> pinned{false};
+  // Unlinks and renames fetching the bytes of this open file before it
+  // loses its last name: while any holds it, its blocks are not evicted
+  // (once the name is gone, `linked` keeps them). Each takes its pin back
+  // when it returns, whether the name went or not.
+  std::atomic<int> pins{0};
   // Where the last read ended, to recognize a sequential reader.
   std::atomic<uint64_t> read_end{0};
 

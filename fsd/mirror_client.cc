@@ -567,8 +567,9 @@ int MirrorClient::Sync(uint64_t id, const std::atomic<bool>* interrupted) {
       log_->WaitRepairAppended(id);
       continue;
     }
+    // The barrier's error includes a refusal of the file's data that
+    // stood when it was applied (MutationLog::WaitApplied).
     if (error != 0) return EIO;
-    if (id != 0 && log_->FailedErrno(id) != 0) return EIO;
     // Acks before the barrier made fsd repair objects the mirror lost: the
     // barrier goes again after those repairs. (They are all appended by
     // now: the thread reading acks appends them before it reads the next.)

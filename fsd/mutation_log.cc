@@ -21,6 +21,7 @@ uint64_t IdOf(const pb::Mutation& m) {
     case pb::Mutation::kSetXattr: return m.set_xattr().id();
     case pb::Mutation::kRemoveXattr: return m.remove_xattr().id();
     case pb::Mutation::kSync: return m.sync().id();
+    case pb::Mutation::kPunchHole: return m.punch_hole().id();
     case pb::Mutation::OP_NOT_SET: break;
   }
   return 0;
@@ -46,13 +47,19 @@ uint64_t MutationLog::AppendLocked(Slot slot) {
   return seq;
 }
 
-uint64_t MutationLog::Append(pb::Mutation mutation) {
+uint64_t MutationLog::Append(pb::Mutation mutation, uint64_t gone) {
   absl::MutexLock l(&mu_);
   Slot slot;
   slot.id = IdOf(mutation);
   slot.is_sync = mutation.has_sync();
-  if (mutation.has_set_attr() &&
-      (mutation.set_attr().mask() & FUSE_SET_ATTR_SIZE)) {
+  slot.gone = gone;
+  const bool resizes = mutation.has_set_attr() &&
+                       (mutation.set_attr().mask() & FUSE_SET_ATTR_SIZE);
+  slot.empties_file = resizes && mutation.set_attr().attr().size() == 0;
+  // A punch is ordered like a size change: a write after it must not widen
+  // a slot sent before it (the punch would zero the new bytes), and blocks
+  // it zeroed in part differ from the mirror's until it is applied.
+  if (resizes || mutation.has_punch_hole()) {
     open_slots_.erase(slot.id);  // later writes go after the size change
     slot.is_size_change = true;
     ++size_changes_[slot.id];
@@ -108,6 +115,7 @@ void MutationLog::CleanLocked(std::pair<uint64_t, uint64_t> key) {
   if (--it->second.slots > 0) return;
   dirty_bytes_ -= it->second.charge;
   dirty_.erase(it);
+  CleanedLocked();
 }
 
 void MutationLog::AppendWrite(const std::shared_ptr<Inode>& inode,
@@ -224,17 +232,22 @@ uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
       if (slot.is_sync) {
         sync_errors_[front_seq_] = ack.error();
       } else if (slot.id != 0) {
-        if (failed_.insert_or_assign(slot.id, ack.error()).second) {
-          ++refused_objects_;
-        }
+        RefusedLocked(slot, ack.error());
       }
     } else if (slot.is_sync) {
-      sync_errors_[front_seq_] = 0;
+      // Decided now, not when the fsync looks: a refusal forgotten after
+      // this barrier still belongs to it.
+      auto failed = failed_.find(slot.id);
+      sync_errors_[front_seq_] =
+          slot.id != 0 && failed != failed_.end() ? failed->second : 0;
+    } else {
+      AppliedLocked(slot);
     }
     if (slot.is_size_change) {
       auto it = size_changes_.find(slot.id);
       if (it != size_changes_.end() && --it->second == 0) {
         size_changes_.erase(it);
+        CleanedLocked();
       }
     }
     if (slot.is_data) {
@@ -270,6 +283,7 @@ void MutationLog::EndRepair(uint64_t id) {
   absl::MutexLock l(&mu_);
   repairing_.erase(id);
   repair_end_seq_ = std::max(repair_end_seq_, next_seq_);
+  CleanedLocked();  // its blocks may be evicted again
 }
 
 bool MutationLog::RepairedAfter(uint64_t seq) {
@@ -315,6 +329,29 @@ std::optional<MutationLog::Front> MutationLog::OldestUnacked() {
     }
   }
   return front;
+}
+
+void MutationLog::RefusedLocked(const Slot& slot, int error) {
+  if (failed_.insert_or_assign(slot.id, error).second) ++refused_objects_;
+  if (!slot.is_data && !(slot.message != nullptr &&
+                         slot.message->has_punch_hole())) {
+    failed_beyond_data_.insert(slot.id);
+  }
+}
+
+void MutationLog::AppliedLocked(const Slot& slot) {
+  bool forgot = false;
+  if (slot.gone != 0) {
+    // Nothing of the object is left in the mirror to be wrong.
+    forgot = failed_.erase(slot.gone) > 0;
+    failed_beyond_data_.erase(slot.gone);
+  }
+  if (slot.empties_file && !failed_beyond_data_.contains(slot.id)) {
+    // Every byte refused before is gone from the file; what was written
+    // since is the mirror's to accept or refuse anew.
+    forgot = failed_.erase(slot.id) > 0 || forgot;
+  }
+  if (forgot) CleanedLocked();
 }
 
 void MutationLog::Rewind(uint64_t last_applied) {
@@ -402,6 +439,7 @@ bool MutationLog::WaitEmpty(absl::Duration timeout) {
 void MutationLog::Shutdown() {
   absl::MutexLock l(&mu_);
   shutdown_ = true;
+  CleanedLocked();  // cache waiters look again, and see it
 }
 
 void MutationLog::Poke() {

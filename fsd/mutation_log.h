@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,8 +59,12 @@ class MutationLog {
   MutationLog& operator=(const MutationLog&) = delete;
 
   // Appends a complete mutation (anything but file data); returns its seq.
-  // A set_attr that changes the size closes the file's slots to widening.
-  uint64_t Append(pb::Mutation mutation) ABSL_LOCKS_EXCLUDED(mu_);
+  // A set_attr that changes the size, and a punch_hole, close the file's
+  // slots to widening, and keep its blocks from eviction until applied.
+  // `gone`: the object that loses its last name with this mutation (a
+  // remove or a rename over it), or 0.
+  uint64_t Append(pb::Mutation mutation, uint64_t gone = 0)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Marks [offset, offset + length) of regular file `inode` dirty.
   // REQUIRES: the inode's lock is held (orders this against truncates).
@@ -150,6 +155,14 @@ class MutationLog {
   };
   std::optional<Front> OldestUnacked() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // `cleaned` is called when blocks may have become evictable (an
+  // acknowledgement made some clean, or forgot a refusal), with this log's
+  // lock held: it must only take a lock of its own that it never holds
+  // while calling here. Set once, before anything is appended.
+  void OnBlocksCleaned(std::function<void()> cleaned) {
+    cleaned_ = std::move(cleaned);
+  }
+
   // After a reconnect: everything up to `last_applied` is applied; the
   // rest of what was sent goes out again first.
   void Rewind(uint64_t last_applied) ABSL_LOCKS_EXCLUDED(mu_);
@@ -162,7 +175,9 @@ class MutationLog {
   // Waits until `seq` is acknowledged (or Shutdown()); returns its error
   // (0 when applied), or kRepairing when the mirror had lost the object
   // the barrier is for (sync again once WaitRepairAppended returns). Only
-  // sync barriers keep their error for this.
+  // sync barriers keep their error for this: a barrier of a file also
+  // fails when, as it was applied, a refusal of the file's data or
+  // attributes stood (see FailedErrno).
   static constexpr int kRepairing = -1;
   // With `interrupted`: returns EINTR once it is set (and Wake() called).
   int WaitApplied(uint64_t seq, const std::atomic<bool>* interrupted)
@@ -172,7 +187,10 @@ class MutationLog {
   int WaitApplied(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The errno mirrord refused data or attributes of `id` with for good,
-  // or 0.
+  // or 0. A refusal stands until what was refused is gone from the file:
+  // once a truncate to size 0 (O_TRUNC) is applied after it, when only
+  // data was refused, or once the removal of the object's last name is.
+  // (A rewrite of every byte without a truncate does not count.)
   int FailedErrno(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Whether the mirror holds block `index` of file `id` as fsd does: no
@@ -199,6 +217,10 @@ class MutationLog {
   // true when empty.
   bool WaitEmpty(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
+  bool IsShutdown() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock l(&mu_);
+    return shutdown_;
+  }
   // Wakes every waiter; TakeNext and the waits return from now on.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes TakeNext once (the sender checks its connection).
@@ -215,7 +237,9 @@ class MutationLog {
     uint64_t wire_bytes = 0;  // size counted in flight
     bool is_data = false;
     bool is_sync = false;
-    bool is_size_change = false;
+    bool is_size_change = false;  // or a punch: see Append()
+    bool empties_file = false;    // a truncate to size 0
+    uint64_t gone = 0;            // see Append()
   };
 
   void ReleaseRoom(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
@@ -231,6 +255,14 @@ class MutationLog {
   uint64_t AppendLocked(Slot slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns the object to repair, or 0 (see Acked).
   uint64_t AckedLocked(const pb::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refusal bookkeeping of AckedLocked: `slot` was refused with `error`,
+  // or applied.
+  void RefusedLocked(const Slot& slot, int error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AppliedLocked(const Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CleanedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (cleaned_) cleaned_();
+  }
 
   const uint64_t block_size_;
   const uint64_t dirty_limit_;
@@ -271,6 +303,10 @@ class MutationLog {
   uint64_t repair_end_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_objects_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t lost_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Ids in failed_ whose refusals include more than data (attributes,
+  // xattrs): a truncate does not undo those.
+  absl::flat_hash_set<uint64_t> failed_beyond_data_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> cleaned_;
   // Unacknowledged size changes, by file.
   absl::flat_hash_map<uint64_t, int> size_changes_ ABSL_GUARDED_BY(mu_);
 };

@@ -384,26 +384,36 @@ absl::StatusOr<std::string> Tree::ReadLink(fuse_ino_t ino) {
 absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
   RETURN_IF_ERROR(ValidateName(name));
   RETURN_IF_ERROR(EnsureListed(parent));
-  RETURN_IF_ERROR(PrepareVictim(parent, name));
+  VictimPin pin;
   std::vector<InodePtr> doomed;
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
-  const fuse_ino_t ino = dir->dir->Find(name);
-  if (ino == 0) return ErrnoStatus(ENOENT);
-  Inode& inode = GetLocked(ino);
-  if (inode.is_dir()) return ErrnoStatus(EISDIR);
-  dir->dir->Remove(name);
-  TouchDirLocked(*dir);
-  DropLinkLocked(inode, &doomed);
-  if (log_ != nullptr) {
-    pb::Mutation m;
-    pb::Remove* remove = m.mutable_remove();
-    remove->set_parent(parent);
-    remove->set_name(name.data(), name.size());
-    remove->set_id(ino);
-    log_->Append(std::move(m));
+  while (true) {
+    InodePtr fetch;
+    {
+      absl::MutexLock l(&mu_);
+      ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+      const fuse_ino_t ino = dir->dir->Find(name);
+      if (ino == 0) return ErrnoStatus(ENOENT);
+      Inode& inode = GetLocked(ino);
+      if (inode.is_dir()) return ErrnoStatus(EISDIR);
+      if (MustFetchBeforeLastNameLocked(inode, pin)) {
+        fetch = table_.at(ino);
+      } else {
+        dir->dir->Remove(name);
+        TouchDirLocked(*dir);
+        DropLinkLocked(inode, &doomed);
+        if (log_ != nullptr) {
+          pb::Mutation m;
+          pb::Remove* remove = m.mutable_remove();
+          remove->set_parent(parent);
+          remove->set_name(name.data(), name.size());
+          remove->set_id(ino);
+          log_->Append(std::move(m), inode.nlink == 0 ? ino : 0);
+        }
+        return absl::OkStatus();
+      }
+    }
+    FetchBeforeLastName(fetch, &pin);
   }
-  return absl::OkStatus();
 }
 
 absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
@@ -442,7 +452,7 @@ absl::Status Tree::RmdirLocked(Inode& dir_inode, fuse_ino_t parent,
     remove->set_name(name.data(), name.size());
     remove->set_id(ino);
     remove->set_directory(true);
-    log_->Append(std::move(m));
+    log_->Append(std::move(m), ino);
   }
   return absl::OkStatus();
 }
@@ -460,21 +470,35 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   RETURN_IF_ERROR(ValidateName(new_name));
   RETURN_IF_ERROR(EnsureListed(parent));
   RETURN_IF_ERROR(EnsureListed(new_parent));
+  VictimPin pin;
   std::vector<InodePtr> doomed;
   while (true) {
     if (!(flags & RENAME_EXCHANGE)) {
       RETURN_IF_ERROR(PrepareVictim(new_parent, new_name));
     }
-    absl::MutexLock l(&mu_);
-    ASSIGN_OR_RETURN(Inode * old_dir, GetDirLocked(parent));
-    ASSIGN_OR_RETURN(Inode * new_dir, GetDirLocked(new_parent));
-    const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
-    if (target_ino != 0 && !(flags & RENAME_EXCHANGE) &&
-        GetLocked(target_ino).unlisted) {
-      continue;  // a directory replaced must be empty: list it first
+    InodePtr fetch;
+    {
+      absl::MutexLock l(&mu_);
+      ASSIGN_OR_RETURN(Inode * old_dir, GetDirLocked(parent));
+      ASSIGN_OR_RETURN(Inode * new_dir, GetDirLocked(new_parent));
+      const fuse_ino_t ino = old_dir->dir->Find(name);
+      const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
+      if (target_ino != 0 && !(flags & RENAME_EXCHANGE) &&
+          GetLocked(target_ino).unlisted) {
+        continue;  // a directory replaced must be empty: list it first
+      }
+      // The file replaced loses its name (RenameLocked checks the rest;
+      // a rename that then fails fetched for nothing, and unpins).
+      if (ino != 0 && target_ino != 0 && target_ino != ino &&
+          !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
+          MustFetchBeforeLastNameLocked(GetLocked(target_ino), pin)) {
+        fetch = table_.at(target_ino);
+      } else {
+        return RenameLocked(*old_dir, parent, name, *new_dir, new_parent,
+                            new_name, flags, &doomed);
+      }
     }
-    return RenameLocked(*old_dir, parent, name, *new_dir, new_parent,
-                        new_name, flags, &doomed);
+    FetchBeforeLastName(fetch, &pin);
   }
 }
 
@@ -491,7 +515,7 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
   Inode& inode = GetLocked(ino);
   const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
 
-  auto log_rename = [&](uint64_t replaced) {
+  auto log_rename = [&](uint64_t replaced, uint64_t gone = 0) {
     if (log_ == nullptr) return;
     pb::Mutation m;
     pb::Rename* rename = m.mutable_rename();
@@ -502,7 +526,7 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
     rename->set_flags(flags);
     rename->set_id(ino);
     rename->set_replaced_id(replaced);
-    log_->Append(std::move(m));
+    log_->Append(std::move(m), gone);
   };
   if (flags & RENAME_EXCHANGE) {
     if (target_ino == 0) return ErrnoStatus(ENOENT);
@@ -518,6 +542,7 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
   if (inode.is_dir() && IsWithinLocked(new_parent, ino)) {
     return ErrnoStatus(EINVAL);
   }
+  uint64_t gone = 0;  // the replaced object, if that was its last name
   if (target_ino != 0) {
     Inode& target = GetLocked(target_ino);
     if (inode.is_dir() && !target.is_dir()) return ErrnoStatus(ENOTDIR);
@@ -528,6 +553,7 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
     }
     new_dir->dir->Replace(new_name, ino);
     DropLinkLocked(target, &doomed);
+    if (target.nlink == 0) gone = target_ino;
   } else {
     new_dir->dir->Add(new_name, ino);
   }
@@ -540,7 +566,7 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
   TouchCtimeLocked(inode);
   TouchDirLocked(*old_dir);
   if (new_dir != old_dir) TouchDirLocked(*new_dir);
-  log_rename(target_ino);
+  log_rename(target_ino, gone);
   return absl::OkStatus();
 }
 
@@ -601,7 +627,23 @@ absl::Status Tree::Open(fuse_ino_t ino, int flags) {
   return absl::OkStatus();
 }
 
-void Tree::Opened(fuse_ino_t ino) { Find(ino)->open_count.fetch_add(1); }
+absl::Status Tree::Opened(fuse_ino_t ino) {
+  // Under the tree lock: see MustFetchBeforeLastNameLocked.
+  absl::ReaderMutexLock l(&mu_);
+  Inode& inode = GetLocked(ino);
+  if (reader_ != nullptr && inode.is_reg() && inode.nlink == 0 &&
+      inode.open_count.load() == 0) {
+    // Nobody had it open when its last name went, so nothing was fetched:
+    // what is not in memory is gone with the name.
+    std::vector<FileData::Missing> missing;
+    absl::ReaderMutexLock il(&inode.mu);
+    inode.data.FindMissing(block_size_, 0, inode.size, /*edges_only=*/false,
+                           &missing);
+    if (!missing.empty()) return ErrnoStatus(ENOENT);
+  }
+  inode.open_count.fetch_add(1);
+  return absl::OkStatus();
+}
 
 void Tree::Released(fuse_ino_t ino) { Find(ino)->open_count.fetch_sub(1); }
 
@@ -629,7 +671,7 @@ absl::StatusOr<size_t> Tree::Read(fuse_ino_t ino, uint64_t offset, size_t size,
       }
     }
     if (attempt == 0) Readahead(inode, offset, n);
-    RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
+    RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForRead));
   }
   if (reader_ != nullptr) Readahead(inode, offset, n);
   return n;
@@ -653,7 +695,7 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
   if (reader_ != nullptr && size > 0) {
     ASSIGN_OR_RETURN(cache_room,
                      ReserveCache(log_->DirtyCharge(offset, size),
-                                  Room::kEvictOrWait));
+                                  Room::kWaitForWrite));
   }
   std::vector<FileData::Missing> missing;
   while (true) {
@@ -667,7 +709,7 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
                                 /*edges_only=*/true, &missing);
       }
       if (!missing.empty()) {
-        RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
+        RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForWrite));
       }
     }
     absl::MutexLock il(&inode->mu);
@@ -707,19 +749,32 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
                                                    : 0),
                               /*edges_only=*/true, &missing);
     }
-    RETURN_IF_ERROR(Fetch(inode, missing, Room::kEvictOrWait));
+    RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForWrite));
   }
   absl::MutexLock il(&inode->mu);
   const uint64_t end = offset + length;
   if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
     const uint64_t stop = std::min(end, inode->size);
+    inode->mtime = inode->ctime = Now();
     if (offset < stop) {
       inode->data.PunchHole(block_size_, offset, stop - offset);
+      // Sent as a punch, not as data: it dirties nothing (the mirror's
+      // bytes around the hole are already fsd's, or on their way in
+      // earlier slots), and a local mirror gets a hole, not zeros. The
+      // log orders it like a size change: it closes the file's open
+      // slots (a later write is not widened into a slot sent before it)
+      // and keeps the file's blocks from eviction until it is applied.
       if (log_ != nullptr && inode->linked) {
-        log_->AppendWrite(inode, offset, stop - offset);  // now zeros
+        pb::Mutation m;
+        pb::PunchHole* punch = m.mutable_punch_hole();
+        punch->set_id(ino);
+        punch->set_offset(offset);
+        punch->set_length(stop - offset);
+        log_->Append(std::move(m));
+        // Punching set the mirror file's mtime to its own now.
+        LogSetAttrLocked(*inode, FUSE_SET_ATTR_MTIME);
       }
     }
-    inode->mtime = inode->ctime = Now();
     return absl::OkStatus();
   }
   if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) return ErrnoStatus(EOPNOTSUPP);
@@ -895,6 +950,12 @@ void Tree::LoadRoot(
     if (!root->xattrs) root->xattrs = std::make_unique<XattrMap>();
     (*root->xattrs)[x.name()] = x.value();
   }
+}
+
+absl::Status Tree::LoadEntry(fuse_ino_t parent, const pb::DirEntry& entry) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
+  return LoadEntryLocked(*dir, entry);
 }
 
 absl::Status Tree::LoadEntryLocked(Inode& dir, const pb::DirEntry& entry) {

@@ -37,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "fsd/block_budget.h"
 #include "fsd/block_cache.h"
 #include "fsd/inode.h"
@@ -100,8 +101,12 @@ class Tree {
 
   // Opening a file: applies O_TRUNC.
   absl::Status Open(fuse_ino_t ino, int flags);
-  // A file handle of `ino` was handed out (open, create) / released.
-  void Opened(fuse_ino_t ino);
+  // A file handle of `ino` is handed out (open, create): counted until
+  // Released(). ENOENT when the file lost its last name before this open
+  // reached fsd (the kernel had resolved the name) and the mirror has
+  // dropped bytes of it that fsd does not hold: the open lost the race
+  // with the unlink. Call before Open(), which may truncate.
+  absl::Status Opened(fuse_ino_t ino);
   void Released(fuse_ino_t ino);
   // Reads up to `size` bytes at `offset` into `out`; returns the count
   // (short at end of file).
@@ -148,7 +153,7 @@ class Tree {
   // --- The mirror -------------------------------------------------------
   // From now on every mutation is appended to `log` (in the order
   // performed) for the mirror agent. Call before serving requests.
-  void SetMirrorLog(MutationLog* log) { log_ = log; }
+  void SetMirrorLog(MutationLog* log);
   // From now on directories and blocks missing here are read through
   // `reader`, and clean blocks may be evicted to make room in the cache.
   // Starts the readahead threads. Call after SetMirrorLog, before serving.
@@ -174,8 +179,23 @@ class Tree {
     uint64_t bytes_fetched = 0;
     uint64_t blocks_evicted = 0;
     uint64_t readahead_blocks = 0;
+    // Reads and writes that waited for the mirror to make room in the
+    // cache (every resident block dirty or busy).
+    uint64_t cache_waits = 0;
   };
   CacheStats GetCacheStats() const;
+
+  // How long a read, and a write, waits for room in the cache while the
+  // mirror may still make some (dirty blocks become clean as it
+  // acknowledges them); then EIO. A write waiting for the mirror is
+  // backpressure, as at the dirty limit, so it is given longer. (Tests
+  // shorten them.) Call before serving.
+  static constexpr absl::Duration kReadRoomWait = absl::Seconds(30);
+  static constexpr absl::Duration kWriteRoomWait = absl::Seconds(60);
+  void SetRoomWaits(absl::Duration read, absl::Duration write) {
+    read_room_wait_ = read;
+    write_room_wait_ = write;
+  }
 
   // The tree's own memory (not in --cache-size): inodes, directory
   // entries, symlink targets and xattrs. Walks the whole tree under the
@@ -286,9 +306,26 @@ class Tree {
     absl::Status status;
   };
   // How room in the cache is made for a block: evicting clean blocks, and
-  // waiting for the mirror when none is clean; only evicting; or only with
-  // what is free.
-  enum class Room { kEvictOrWait, kEvict, kFreeOnly };
+  // waiting for the mirror when none is clean (up to the read or the
+  // write bound); only evicting; or only with what is free.
+  enum class Room { kWaitForRead, kWaitForWrite, kEvict, kFreeOnly };
+  // Holds a pin (Inode::pins) on one file until it goes or holds another.
+  class VictimPin {
+   public:
+    VictimPin() = default;
+    VictimPin(const VictimPin&) = delete;
+    VictimPin& operator=(const VictimPin&) = delete;
+    ~VictimPin() { Hold(nullptr); }
+    void Hold(std::shared_ptr<Inode> inode) {
+      if (inode_ != nullptr) inode_->pins.fetch_sub(1);
+      inode_ = std::move(inode);
+      if (inode_ != nullptr) inode_->pins.fetch_add(1);
+    }
+    const Inode* get() const { return inode_.get(); }
+
+   private:
+    std::shared_ptr<Inode> inode_;
+  };
   // Runs `work` for `key`, unless a run for it is in flight already: then
   // waits for that one and returns its result.
   template <typename Key, typename Work>
@@ -299,9 +336,24 @@ class Tree {
   absl::Status ListNow(fuse_ino_t ino);
   absl::Status ListOnce(fuse_ino_t ino);
   // Before `name` in `parent` loses that name: an unlisted directory is
-  // listed (its emptiness matters), and an open file losing its last name
-  // gets its missing blocks fetched (the mirror is about to drop them).
+  // listed (its emptiness matters).
   absl::Status PrepareVictim(fuse_ino_t parent, std::string_view name);
+  // An open file losing its last name keeps its bytes, and the mirror
+  // drops them with the name, so its missing blocks are fetched first.
+  // The decision is made under the exclusive tree lock by the unlink or
+  // rename itself, right before the name goes: Opened() counts opens
+  // under the same lock (shared), so an open either came first and is
+  // seen here, or comes after and sees the name gone (and refuses to hand
+  // out a file with dropped bytes). When this says so, the caller drops
+  // the lock, calls FetchBeforeLastName() and looks again; `pin` (already
+  // holding `inode`) means it fetched once: what is still missing then
+  // could not be read, and the name goes anyway (reads of it give EIO).
+  bool MustFetchBeforeLastNameLocked(Inode& inode, const VictimPin& pin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pins `victim` in `pin` (no eviction of what is fetched before the
+  // name goes) and fetches its missing blocks, with no lock held.
+  void FetchBeforeLastName(const InodePtr& victim, VictimPin* pin)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Fetches `wanted` blocks of `inode` (joining fetches in flight), with
   // no lock held; returns the first error. With `how`, room is made
   // by evicting clean blocks (and waiting for the mirror if none is).
@@ -311,11 +363,13 @@ class Tree {
   absl::Status FetchOne(const InodePtr& inode, const FileData::Missing& m,
                         Room how);
   // Reserves `bytes` of the cache, evicting clean blocks as needed; with a
-  // mirror, waits while dirty blocks may still become clean; ENOSPC when
-  // nothing can make room.
+  // mirror, waits while dirty blocks may still become clean (up to the
+  // bound of `how`, then EIO); ENOSPC when nothing can make room.
   absl::StatusOr<BudgetRoom> ReserveCache(uint64_t bytes, Room how);
+  // Sets `*busy` when the block was passed over only because its file
+  // was locked at that moment.
   BlockCache::Verdict JudgeForEviction(Inode& inode, uint64_t index,
-                                       uint64_t* freed);
+                                       uint64_t* freed, bool* busy);
   // A read of [offset, offset+length) of `inode` ended: if it continues
   // the previous one, the blocks after it are fetched in the background.
   void Readahead(const InodePtr& inode, uint64_t offset, uint64_t length);
@@ -336,6 +390,9 @@ class Tree {
   std::atomic<uint64_t> blocks_fetched_{0};
   std::atomic<uint64_t> bytes_fetched_{0};
   std::atomic<uint64_t> readahead_blocks_{0};
+  std::atomic<uint64_t> cache_waits_{0};
+  absl::Duration read_room_wait_ = kReadRoomWait;
+  absl::Duration write_room_wait_ = kWriteRoomWait;
 
   absl::Mutex readahead_mu_;
   struct ReadaheadJob {

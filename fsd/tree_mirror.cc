@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/status.h"
 #include "fsd/tree.h"
 #include "glog/logging.h"
@@ -48,6 +51,14 @@ void Tree::StopMirrorReads() {
   readahead_threads_.clear();
 }
 
+void Tree::SetMirrorLog(MutationLog* log) {
+  log_ = log;
+  // Blocks the mirror acknowledges become evictable: wake whoever waits
+  // for room in the cache (ReserveCache).
+  BlockBudget* budget = budget_;
+  log_->OnBlocksCleaned([budget] { budget->WakeWaiters(); });
+}
+
 void Tree::SetMirrorReader(MirrorReader* reader) {
   reader_ = reader;
   for (int i = 0; i < kReadaheadThreads; ++i) {
@@ -62,6 +73,7 @@ Tree::CacheStats Tree::GetCacheStats() const {
   stats.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
   stats.blocks_evicted = cache_.evicted_blocks();
   stats.readahead_blocks = readahead_blocks_.load(std::memory_order_relaxed);
+  stats.cache_waits = cache_waits_.load(std::memory_order_relaxed);
   return stats;
 }
 
@@ -197,7 +209,7 @@ std::vector<fuse_ino_t> Tree::SubdirectoriesOf(fuse_ino_t ino) {
 
 absl::Status Tree::PrepareVictim(fuse_ino_t parent, std::string_view name) {
   if (reader_ == nullptr) return absl::OkStatus();
-  InodePtr victim;
+  fuse_ino_t unlisted = 0;
   {
     absl::ReaderMutexLock l(&mu_);
     auto dir = table_.find(parent);
@@ -206,34 +218,42 @@ absl::Status Tree::PrepareVictim(fuse_ino_t parent, std::string_view name) {
     }
     const fuse_ino_t ino = dir->second->dir->Find(name);
     if (ino == 0) return absl::OkStatus();
-    victim = table_.at(ino);
-    if (victim->is_dir()) {
-      if (!victim->unlisted) return absl::OkStatus();
-    } else if (!victim->is_reg() || victim->nlink != 1 ||
-               victim->open_count.load() == 0) {
-      return absl::OkStatus();
-    }
+    const Inode& victim = *table_.at(ino);
+    if (victim.is_dir() && victim.unlisted) unlisted = ino;
   }
-  if (victim->is_dir()) return ListNow(victim->ino);
-  victim->pinned.store(true);
-  // An open file about to lose its last name: the mirror drops its bytes
-  // with the name, so the ones not in memory are fetched now. If the cache
-  // cannot hold them the unlink goes on and reads of them fail with EIO.
+  return unlisted != 0 ? ListNow(unlisted) : absl::OkStatus();
+}
+
+bool Tree::MustFetchBeforeLastNameLocked(Inode& inode, const VictimPin& pin) {
+  if (reader_ == nullptr || !inode.is_reg() || inode.nlink != 1 ||
+      inode.open_count.load() == 0 || pin.get() == &inode) {
+    return false;
+  }
+  std::vector<FileData::Missing> missing;
+  absl::ReaderMutexLock il(&inode.mu);
+  inode.data.FindMissing(block_size_, 0, inode.size, /*edges_only=*/false,
+                         &missing);
+  return !missing.empty();
+}
+
+void Tree::FetchBeforeLastName(const InodePtr& victim, VictimPin* pin) {
+  // Pinned before looking: a block fetched now is not evicted before the
+  // name goes.
+  pin->Hold(victim);
   std::vector<FileData::Missing> missing;
   {
     absl::ReaderMutexLock il(&victim->mu);
     victim->data.FindMissing(block_size_, 0, victim->size,
                              /*edges_only=*/false, &missing);
   }
-  if (missing.empty()) return absl::OkStatus();
-  absl::Status fetched = Fetch(victim, missing, Room::kEvictOrWait);
+  if (missing.empty()) return;
+  absl::Status fetched = Fetch(victim, missing, Room::kWaitForRead);
   if (!fetched.ok()) {
     LOG(ERROR) << "file " << victim->ino
                << " is open and loses its last name, but its bytes could "
                   "not all be read from the mirror first: "
                << fetched;
   }
-  return absl::OkStatus();
 }
 
 // --- Blocks ---------------------------------------------------------------
@@ -285,8 +305,11 @@ absl::Status Tree::FetchOne(const InodePtr& inode, const FileData::Missing& m,
 }
 
 BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,
-                                           uint64_t* freed) {
-  if (!inode.mu.TryLock()) return BlockCache::Verdict::kKeep;
+                                           uint64_t* freed, bool* busy) {
+  if (!inode.mu.TryLock()) {
+    *busy = true;
+    return BlockCache::Verdict::kKeep;
+  }
   bool resident = false;
   BlockCache::Verdict verdict = BlockCache::Verdict::kKeep;
   // Read back from the mirror later, so the mirror must have every byte of
@@ -294,7 +317,7 @@ BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,
   // to be sent or acknowledged, no size change is pending, and the mirror
   // never refused the file's data.
   if (!inode.data.TestAndClearReferenced(index, &resident) && resident &&
-      inode.linked && !inode.pinned.load(std::memory_order_relaxed) &&
+      inode.linked && inode.pins.load(std::memory_order_relaxed) == 0 &&
       log_->IsBlockClean(inode.ino, index)) {
     *freed = inode.data.EvictForCache(index);
     verdict = BlockCache::Verdict::kEvicted;
@@ -306,8 +329,15 @@ BlockCache::Verdict Tree::JudgeForEviction(Inode& inode, uint64_t index,
 absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
   const uint64_t limit = budget_->limit();
   if (bytes > limit) return ErrnoStatus(ENOSPC);
-  const auto start = std::chrono::steady_clock::now();
-  for (int round = 0;; ++round) {
+  const absl::Time start = absl::Now();
+  // Registered as a waiter of the budget only once a wait is needed (the
+  // common case never waits), then tried again before the first wait.
+  std::optional<BlockBudget::Waiting> waiting;
+  // Since when nothing was dirty: then only room others hold can come
+  // back, which it gets a moment for.
+  absl::Time clean_since = absl::InfiniteFuture();
+  while (true) {
+    const uint64_t epoch = budget_->epoch();
     if (budget_->TryReserve(bytes)) return BudgetRoom(budget_, bytes);
     if (log_ == nullptr || how == Room::kFreeOnly) return ErrnoStatus(ENOSPC);
     const uint64_t used = budget_->used();
@@ -315,21 +345,52 @@ absl::StatusOr<BudgetRoom> Tree::ReserveCache(uint64_t bytes, Room how) {
     // A little more than needed, so that the next few do not sweep again.
     const uint64_t want = std::max(short_by, std::min<uint64_t>(
                                                  limit / 64, 4 * block_size_));
+    bool busy = false;
     const uint64_t freed = cache_.Evict(
-        want, [this](const InodePtr& inode, uint64_t index, uint64_t* freed) {
-          return JudgeForEviction(*inode, index, freed);
+        want, [this, &busy](const InodePtr& inode, uint64_t index,
+                            uint64_t* freed) {
+          return JudgeForEviction(*inode, index, freed, &busy);
         });
     if (freed > 0) continue;
-    if (how != Room::kEvictOrWait) return ErrnoStatus(ENOSPC);
+    if (how == Room::kEvict) return ErrnoStatus(ENOSPC);
+    // A forced exit: nothing will be acknowledged any more.
+    if (log_->IsShutdown()) return ErrnoStatus(EIO);
     // Nothing evictable now. Dirty blocks become clean as the mirror
     // acknowledges them, and room others hold comes back: wait while that
-    // can happen, give up once it cannot.
+    // can happen, up to the bound for reads or writes (the mirror may be
+    // down for good), and give up at once when it cannot.
     const bool dirty = log_->GetBacklog().dirty_bytes > 0;
-    if (!dirty && std::chrono::steady_clock::now() - start >
-                      std::chrono::milliseconds(200)) {
+    const absl::Time now = absl::Now();
+    if (dirty || busy) {
+      clean_since = absl::InfiniteFuture();
+    } else if (clean_since == absl::InfiniteFuture()) {
+      clean_since = now;
+    }
+    if (now - clean_since >= absl::Milliseconds(200)) {
       return ErrnoStatus(ENOSPC);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(round < 10 ? 1 : 5));
+    const absl::Time deadline =
+        start + (how == Room::kWaitForRead ? read_room_wait_
+                                           : write_room_wait_);
+    if (now >= deadline) {
+      LOG(WARNING) << "no room in the cache for "
+                   << (how == Room::kWaitForRead ? "a read" : "a write")
+                   << " after " << absl::FormatDuration(now - start)
+                   << ": the resident blocks stayed dirty (the mirror is "
+                      "not acknowledging) or in use";
+      return ErrnoStatus(EIO);
+    }
+    if (!waiting.has_value()) {
+      waiting.emplace(budget_);
+      cache_waits_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    // Woken by room released and by blocks made clean. What signals
+    // nothing is looked at again soon: a block passed over because its
+    // file was locked for a moment (a writer copying into it).
+    budget_->WaitForChange(
+        epoch, std::min(deadline, now + (busy ? absl::Milliseconds(1)
+                                              : absl::Milliseconds(50))));
   }
 }
 

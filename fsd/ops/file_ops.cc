@@ -25,12 +25,15 @@ namespace {
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Tree& tree = *ContextOf(req).tree;
-  absl::Status status = tree.Open(ino, fi->flags);
+  absl::Status status = tree.Opened(ino);
+  if (status.ok()) {
+    status = tree.Open(ino, fi->flags);
+    if (!status.ok()) tree.Released(ino);
+  }
   if (!status.ok()) {
     ReplyStatus(req, status);
     return;
   }
-  tree.Opened(ino);
   fi->keep_cache = 1;
   // Pages stay valid across opens: only the kernel changes file data.
   if (fuse_reply_open(req, fi) == -ENOENT) tree.Released(ino);
@@ -46,6 +49,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Context& ctx = ContextOf(req);
   absl::StatusOr<struct stat> st = ctx.tree->MakeNode(
       parent, name, S_IFREG | (mode & 07777), 0, {}, CallerOf(req));
+  bool counted = false;  // the handle counted by Opened() already
   if (!st.ok() && common::StatusToErrno(st.status()) == EEXIST &&
       !(fi->flags & O_EXCL)) {
     // Open the existing file, as open(O_CREAT) without O_EXCL does.
@@ -55,9 +59,12 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       if (S_ISDIR(st->st_mode)) {
         status = common::ErrnoStatus(EISDIR);
       } else {
-        status = ctx.tree->Open(st->st_ino, fi->flags);
+        status = ctx.tree->Opened(st->st_ino);
+        counted = status.ok();
+        if (counted) status = ctx.tree->Open(st->st_ino, fi->flags);
       }
       if (!status.ok()) {
+        if (counted) ctx.tree->Released(st->st_ino);
         ctx.tree->Forget(st->st_ino, 1);
         st = status;
       } else {
@@ -71,7 +78,8 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   fuse_entry_param e = EntryParam(ctx, *st);
   fi->keep_cache = 1;
-  ctx.tree->Opened(e.ino);
+  // A file just created has every byte in memory: this cannot fail.
+  if (!counted) ctx.tree->Opened(e.ino).IgnoreError();
   if (fuse_reply_create(req, &e, fi) == -ENOENT) {
     ctx.tree->Released(e.ino);
     ctx.tree->Forget(e.ino, 1);

@@ -58,6 +58,7 @@ std::string StatusText(const Context& ctx) {
                     "dirty_peak ", b.dirty_peak, "\n",
                     "dirty_limit ", ctx.log->dirty_limit(), "\n",
                     "dirty_waits ", b.dirty_waits, "\n",
+                    "cache_waits ", c.cache_waits, "\n",
                     "unacked_changes ", b.mutations, "\n",
                     "unacked_data_bytes ", b.data_bytes, "\n",
                     "mirrored_data_bytes ", b.acked_bytes, "\n",

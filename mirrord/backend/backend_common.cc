@@ -225,6 +225,11 @@ std::string Describe(const pb::Mutation& m) {
     case pb::Mutation::kSync:
       absl::StrAppend(&what, "sync ", m.sync().id());
       break;
+    case pb::Mutation::kPunchHole:
+      absl::StrAppend(&what, "punch_hole ", m.punch_hole().id(), " at ",
+                      m.punch_hole().offset(), " (", m.punch_hole().length(),
+                      " bytes)");
+      break;
     case pb::Mutation::OP_NOT_SET:
       absl::StrAppend(&what, "(no operation)");
       break;
@@ -236,6 +241,8 @@ uint64_t ObjectOf(const pb::Mutation& m) {
   switch (m.op_case()) {
     case pb::Mutation::kWrite:
       return m.write().id();
+    case pb::Mutation::kPunchHole:
+      return m.punch_hole().id();
     case pb::Mutation::kSetAttr:
       return m.set_attr().attr().id();
     case pb::Mutation::kSetXattr:

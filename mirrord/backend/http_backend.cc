@@ -370,6 +370,9 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
         case pb::Mutation::kWrite:
           status = ApplyWrite(mutation.write());
           break;
+        case pb::Mutation::kPunchHole:
+          status = ApplyPunchHole(mutation.punch_hole());
+          break;
         case pb::Mutation::kSetAttr:
           status = ApplySetAttr(mutation.set_attr());
           break;
@@ -635,6 +638,39 @@ absl::Status HttpBackend::ApplyWrite(const pb::Write& op) {
     ranges[lo] = hi;
   }
   return absl::OkStatus();
+}
+
+absl::Status HttpBackend::ApplyPunchHole(const pb::PunchHole& op) {
+  if (op.offset() > static_cast<uint64_t>(INT64_MAX) ||
+      op.length() > static_cast<uint64_t>(INT64_MAX) - op.offset()) {
+    return Invalid("range beyond the largest file");
+  }
+  uint64_t block_size;
+  {
+    absl::MutexLock l(&mu_);
+    block_size = block_size_ != 0 ? block_size_ : uint64_t{1} << 20;
+  }
+  // The API can neither punch a hole nor write zeros without sending them:
+  // the range is written as zeros, one block per POST as writes go (fsd
+  // keeps the range within the file, so the size does not change).
+  const std::string zeros(std::min(op.length(), block_size), '\0');
+  const uint64_t end = op.offset() + op.length();
+  return WithNodes([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(uint64_t node, NodeOf(op.id()));
+    if (op.length() == 0) return absl::OkStatus();
+    return WhileWritable(op.id(), node, [&]() -> absl::Status {
+      for (uint64_t at = op.offset(); at < end;) {
+        // Aligned to blocks, as the writes of a sequential writer are.
+        const uint64_t n = std::min(end, (at / block_size + 1) * block_size) - at;
+        RETURN_IF_ERROR(Send(Method::kPost,
+                             absl::StrCat("files/", node, "?offset=", at),
+                             std::string_view(zeros.data(), n))
+                            .status());
+        at += n;
+      }
+      return absl::OkStatus();
+    });
+  });
 }
 
 absl::Status HttpBackend::FlushTimes(uint64_t only_id) {

@@ -158,6 +158,8 @@ class HttpBackend final : public Backend {
   // --- mutations ---
   absl::Status ApplyCreate(const pb::Create& op);
   absl::Status ApplyWrite(const pb::Write& op);
+  // As zeros: the API has nothing better.
+  absl::Status ApplyPunchHole(const pb::PunchHole& op);
   absl::Status ApplySetAttr(const pb::SetAttr& op);
   absl::Status ApplyLink(const pb::Link& op);
   absl::Status ApplyRemove(const pb::Remove& op);

@@ -558,6 +558,9 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
         case pb::Mutation::kWrite:
           status = ApplyWrite(mutation.write());
           break;
+        case pb::Mutation::kPunchHole:
+          status = ApplyPunchHole(mutation.punch_hole());
+          break;
         case pb::Mutation::kSync:
           status = ApplySync(seq, mutation.sync());
           break;
@@ -613,6 +616,9 @@ std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
       break;
     case pb::Mutation::kWrite:
       id = m.write().id();
+      break;
+    case pb::Mutation::kPunchHole:
+      id = m.punch_hole().id();
       break;
     case pb::Mutation::kSetAttr:
       id = m.set_attr().attr().id();
@@ -819,6 +825,42 @@ char* AlignedScratch(size_t size) {
 }
 
 }  // namespace
+
+absl::Status LocalBackend::ApplyPunchHole(const pb::PunchHole& op) {
+  if (op.offset() > kMaxOffset || op.length() > kMaxOffset - op.offset()) {
+    return Conflict(EFBIG, "beyond the largest file offset");
+  }
+  SharedFd fd;
+  uint64_t block_size;
+  {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(CheckKnownLocked(op.id(), "file"));
+    ASSIGN_OR_RETURN(fd, FileFdLocked(op.id()));
+    block_size = block_size_;
+  }
+  if (op.length() == 0) return absl::OkStatus();
+  // The I/O, outside the lock, as for writes.
+  if (fallocate(fd->get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(op.offset()),
+                static_cast<off_t>(op.length())) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno != EOPNOTSUPP) return ErrnoStatus(errno, "fallocate");
+  // The mirror's filesystem cannot punch: the same bytes, as zeros, below
+  // the file's size (which a punch keeps).
+  struct stat st;
+  if (fstat(fd->get(), &st) != 0) return ErrnoStatus(errno, "fstat");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const uint64_t end = std::min(size, op.offset() + op.length());
+  const std::string zeros(block_size, '\0');
+  for (uint64_t at = op.offset(); at < end;) {
+    const uint64_t n = std::min<uint64_t>(end - at, block_size);
+    RETURN_IF_ERROR(
+        PWriteAll(fd->get(), absl::string_view(zeros.data(), n), at));
+    at += n;
+  }
+  return absl::OkStatus();
+}
 
 LocalBackend::SharedFd LocalBackend::DirectFd(uint64_t id, const SharedFd& fd) {
   if (dio_align_.load(std::memory_order_relaxed) == kNoDirectIo) return {};

@@ -127,6 +127,8 @@ class LocalBackend final : public Backend {
   absl::Status ApplyCreate(uint64_t seq, const pb::Create& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyWrite(const pb::Write& op) ABSL_LOCKS_EXCLUDED(mu_);
+  // Punches with fallocate; writes zeros where the filesystem cannot.
+  absl::Status ApplyPunchHole(const pb::PunchHole& op) ABSL_LOCKS_EXCLUDED(mu_);
   // Writes `data` at `offset` of file `id` (open as `fd`): the part
   // aligned for direct I/O through an O_DIRECT descriptor of the same
   // file, the head and tail through `fd`.

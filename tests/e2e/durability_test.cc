@@ -3,6 +3,7 @@
 // the mirror, read here straight from disk with no barrier or unmount in
 // between; and SIGTERM drains everything written before the daemon exits.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -110,6 +111,56 @@ TEST_F(FsyncDurabilityTest, FsyncAndFdatasyncPutTheBytesInTheMirror) {
   ASSERT_NO_FATAL_FAILURE(Sync(fd, /*data_only=*/true));
   EXPECT_TRUE(NativeFileHolds(mirror() + "/f", want))
       << "after extending and fdatasync";
+}
+
+// fallocate(PUNCH_HOLE) reaches a local mirror as a hole (SEEK_HOLE finds
+// it), not as zeros written over allocated blocks.
+TEST_F(FsyncDurabilityTest, APunchedHoleReachesTheMirrorAsAHole) {
+  // The mirror's filesystem must be able to punch and to report holes.
+  {
+    const std::string probe = TempPath("probe");
+    UniqueFd fd(open(probe.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    ASSERT_TRUE(fd.valid()) << ErrnoName(errno);
+    const std::string bytes = PatternBytes(1, 3 * 65536);
+    ASSERT_EQ(pwrite(fd.get(), bytes.data(), bytes.size(), 0),
+              static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(fsync(fd.get()), 0);
+    if (fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 65536,
+                  65536) != 0 ||
+        lseek(fd.get(), 0, SEEK_HOLE) != 65536) {
+      GTEST_SKIP() << "the filesystem of " << probe
+                   << " cannot punch holes or does not report them";
+    }
+  }
+  absl::Status started = Mount();
+  ASSERT_TRUE(started.ok()) << started;
+  int fd = OpenOnMount("f");
+  ASSERT_GE(fd, 0);
+  UniqueFd closer(fd);
+  std::string want = PatternBytes(33, 6 * kMiB);
+  ASSERT_NO_FATAL_FAILURE(PWrite(fd, want, 0));
+  ASSERT_NO_FATAL_FAILURE(Sync(fd, /*data_only=*/false));
+
+  // Blocks 2 to 4 (of 1 MiB) whole, and a page of each block beside them.
+  const off_t offset = 2 * kMiB - 4096;
+  const off_t length = 3 * kMiB + 2 * 4096;
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                      length),
+            0)
+      << ErrnoName(errno);
+  want.replace(offset, length, std::string(length, '\0'));
+  ASSERT_NO_FATAL_FAILURE(Sync(fd, /*data_only=*/false));
+
+  std::string on_mount(want.size(), 'x');
+  ASSERT_EQ(pread(fd, on_mount.data(), on_mount.size(), 0),
+            static_cast<ssize_t>(want.size()));
+  EXPECT_TRUE(on_mount == want) << "the mount's bytes differ";
+  EXPECT_TRUE(NativeFileHolds(mirror() + "/f", want));
+  UniqueFd mirrored(open((mirror() + "/f").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(mirrored.valid()) << ErrnoName(errno);
+  EXPECT_EQ(lseek(mirrored.get(), 0, SEEK_HOLE), offset)
+      << "no hole in the mirror file";
+  EXPECT_EQ(lseek(mirrored.get(), offset, SEEK_DATA), offset + length);
 }
 
 TEST_F(FsyncDurabilityTest, FsyncBringsTheDirectoriesLeadingToTheFile) {

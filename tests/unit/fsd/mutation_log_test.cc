@@ -1,5 +1,6 @@
 #include "fsd/mutation_log.h"
 
+#include <linux/falloc.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -277,6 +278,156 @@ TEST_F(MutationLogTest, ABlockIsCleanOnlyWhenTheMirrorHasItsBytes) {
   log_.AppendWrite(file, 0, 10);
   log_.Acked(AckOf(seq + 1, EIO));
   EXPECT_FALSE(log_.IsBlockClean(7, 0));
+}
+
+}  // namespace
+}  // namespace memfuse::fsd
+
+namespace memfuse::fsd {
+namespace {
+
+pb::Mutation SetSize(uint64_t id, uint64_t size) {
+  pb::Mutation m;
+  m.mutable_set_attr()->set_mask(FUSE_SET_ATTR_SIZE);
+  m.mutable_set_attr()->mutable_attr()->set_id(id);
+  m.mutable_set_attr()->mutable_attr()->set_size(size);
+  return m;
+}
+
+pb::Mutation SyncOf(uint64_t id) {
+  pb::Mutation m;
+  m.mutable_sync()->set_id(id);
+  return m;
+}
+
+// A refusal of a file's data is reported to the fsync that covers it, and
+// forgotten once the file's content is replaced: after a truncate to 0, the
+// file's blocks are evictable again and its later fsyncs succeed.
+TEST_F(MutationLogTest, ARefusalIsForgottenOnceTheFileIsTruncatedToZero) {
+  auto file = NewFile(7);
+  log_.AppendWrite(file, 0, 10);                     // seq 1: refused
+  const uint64_t covering = log_.Append(SyncOf(7));  // seq 2
+  log_.Acked(AckOf(1, EFBIG));
+  log_.Acked(AckOf(covering));
+  EXPECT_NE(log_.WaitApplied(covering), 0) << "the fsync covering it";
+  EXPECT_FALSE(log_.IsBlockClean(7, 0));
+
+  const uint64_t truncate = log_.Append(SetSize(7, 0));
+  log_.AppendWrite(file, 0, 10);
+  const uint64_t later = log_.Append(SyncOf(7));
+  log_.Acked(AckOf(later));
+  EXPECT_GT(later, truncate);
+  EXPECT_EQ(log_.WaitApplied(later), 0) << "data written after the truncate";
+  EXPECT_EQ(log_.FailedErrno(7), 0);
+  EXPECT_TRUE(log_.IsBlockClean(7, 0));
+}
+
+// The fsync whose barrier comes after refused data reports it even when a
+// truncate after the barrier is acknowledged before the fsync looks.
+TEST_F(MutationLogTest, TheCoveringFsyncReportsARefusalForgottenAfterIt) {
+  auto file = NewFile(7);
+  log_.AppendWrite(file, 0, 10);                     // seq 1: refused
+  const uint64_t covering = log_.Append(SyncOf(7));  // seq 2
+  const uint64_t truncate = log_.Append(SetSize(7, 0));
+  log_.Acked(AckOf(1, EFBIG));
+  log_.Acked(AckOf(truncate));
+  EXPECT_NE(log_.WaitApplied(covering), 0);
+  EXPECT_TRUE(log_.IsBlockClean(7, 0));
+}
+
+// A truncate to a size other than 0 keeps part of what was refused, and a
+// refused attribute is not content: neither is forgotten by a truncate.
+TEST_F(MutationLogTest, OnlyAFullReplacementForgetsARefusal) {
+  auto file = NewFile(7);
+  log_.AppendWrite(file, 0, 10);
+  log_.Acked(AckOf(1, EFBIG));
+  log_.Acked(AckOf(log_.Append(SetSize(7, 5))));
+  EXPECT_EQ(log_.FailedErrno(7), EFBIG);
+
+  pb::Mutation xattr;
+  xattr.mutable_set_xattr()->set_id(8);
+  xattr.mutable_set_xattr()->set_name("user.big");
+  log_.Acked(AckOf(log_.Append(xattr), ENOSPC));
+  log_.Acked(AckOf(log_.Append(SetSize(8, 0))));
+  EXPECT_EQ(log_.FailedErrno(8), ENOSPC);
+}
+
+// Nothing of a file is left in the mirror once its last name is removed:
+// its refusals go with it.
+TEST_F(MutationLogTest, ARefusalIsForgottenWithTheFilesLastName) {
+  auto file = NewFile(7);
+  log_.AppendWrite(file, 0, 10);
+  log_.Acked(AckOf(1, EFBIG));
+  pb::Mutation remove;
+  remove.mutable_remove()->set_parent(1);
+  remove.mutable_remove()->set_name("f");
+  remove.mutable_remove()->set_id(7);
+  const uint64_t seq = log_.Append(remove, /*gone=*/7);
+  EXPECT_EQ(log_.FailedErrno(7), EFBIG) << "until the removal is applied";
+  log_.Acked(AckOf(seq));
+  EXPECT_EQ(log_.FailedErrno(7), 0);
+}
+
+pb::Mutation Punch(uint64_t id, uint64_t offset, uint64_t length) {
+  pb::Mutation m;
+  m.mutable_punch_hole()->set_id(id);
+  m.mutable_punch_hole()->set_offset(offset);
+  m.mutable_punch_hole()->set_length(length);
+  return m;
+}
+
+// A punch orders like a size change: a write after it is not widened into
+// a slot before it (the punch would zero it), and the file's blocks stay
+// unevictable until the punch is applied. It dirties nothing.
+TEST_F(MutationLogTest, APunchClosesSlotsAndHoldsBlocksUntilApplied) {
+  auto file = NewFile(7);
+  log_.AppendWrite(file, 0, 100);                          // seq 1
+  const uint64_t punch = log_.Append(Punch(7, 10, 20));     // seq 2
+  const uint64_t dirty = log_.GetBacklog().dirty_bytes;
+  log_.AppendWrite(file, 10, 5);                           // seq 3, not 1
+  EXPECT_EQ(log_.GetBacklog().mutations, 3u);
+  EXPECT_EQ(Take().seq, 1u);
+  EXPECT_TRUE(Take().message->has_punch_hole());
+  EXPECT_EQ(Take().seq, 3u);
+  EXPECT_EQ(log_.GetBacklog().dirty_bytes, dirty);
+  log_.Acked(AckOf(1));
+  EXPECT_FALSE(log_.IsBlockClean(7, 5)) << "punched, not applied";
+  log_.Acked(AckOf(punch));
+  EXPECT_TRUE(log_.IsBlockClean(7, 5));
+}
+
+// fallocate(PUNCH_HOLE) through the tree is a punch, not a write of zeros:
+// at the dirty limit it adds nothing dirty.
+TEST(MutationLogDirtyTest, APunchIsNotADirtyLimitBypass) {
+  BlockBudget budget(1 << 20);
+  Tree tree(kBlock, &budget);
+  MutationLog log(kBlock, 2 * kBlock);
+  tree.SetMirrorLog(&log);
+  auto f = tree.MakeNode(FUSE_ROOT_ID, "f", S_IFREG | 0644, 0, {}, {});
+  ASSERT_TRUE(f.ok());
+  const std::string data(3 * kBlock, 'd');
+  ASSERT_TRUE(tree.Write(f->st_ino, 0, data.data(), kBlock).ok());
+  ASSERT_TRUE(tree.Write(f->st_ino, kBlock, data.data(), kBlock).ok());
+  struct stat grow = {};
+  grow.st_size = 3 * kBlock;
+  ASSERT_TRUE(tree.SetAttr(f->st_ino, grow, FUSE_SET_ATTR_SIZE).ok());
+  ASSERT_EQ(log.GetBacklog().dirty_bytes, 2 * kBlock);  // at the limit
+
+  ASSERT_TRUE(tree.Fallocate(f->st_ino,
+                             FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             2 * kBlock + 10, 100)
+                  .ok());
+  EXPECT_EQ(log.GetBacklog().dirty_bytes, 2 * kBlock);
+  bool punched = false;
+  while (auto out = log.TakeNext(absl::ZeroDuration())) {
+    if (out->message != nullptr && out->message->has_punch_hole()) {
+      punched = true;
+      EXPECT_EQ(out->message->punch_hole().id(), f->st_ino);
+      EXPECT_EQ(out->message->punch_hole().offset(), 2 * kBlock + 10);
+      EXPECT_EQ(out->message->punch_hole().length(), 100u);
+    }
+  }
+  EXPECT_TRUE(punched);
 }
 
 }  // namespace

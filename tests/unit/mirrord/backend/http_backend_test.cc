@@ -182,5 +182,28 @@ TEST_F(HttpBackendTest, FindsItsObjectsByNameAfterTheServerRenumbers) {
   EXPECT_EQ(out.substr(0, *n), "before and after");
 }
 
+// The API cannot punch: the range is written as zeros (in block-sized
+// requests), the size kept; an unknown id is answered as a write's is.
+TEST_F(HttpBackendTest, APunchedRangeReadsBackAsZeros) {
+  constexpr uint64_t kMiB = 1 << 20;
+  ASSERT_EQ(Apply(Create(kRoot, "f", 2, S_IFREG | 0644)).error(), 0);
+  ASSERT_EQ(Apply(Write(2, 0, std::string(kMiB, 'a'))).error(), 0);
+  ASSERT_EQ(Apply(Write(2, kMiB, std::string(kMiB, 'b'))).error(), 0);
+  ASSERT_EQ(Apply(Write(2, 2 * kMiB, "tail")).error(), 0);
+  // Across the boundary of two blocks.
+  const pb::Ack punched = Apply(PunchHole(2, kMiB - 100, 300));
+  EXPECT_EQ(punched.error(), 0) << punched.message();
+  std::string expected = std::string(kMiB, 'a') + std::string(kMiB, 'b') +
+                         "tail";
+  expected.replace(kMiB - 100, 300, std::string(300, '\0'));
+  const std::string bytes = Tree()["f"].bytes;
+  EXPECT_EQ(bytes.size(), expected.size());
+  EXPECT_TRUE(bytes == expected) << "the punched range differs";
+
+  EXPECT_EQ(Apply(PunchHole(77, 0, 10)).error(),
+            Apply(Write(77, 0, "x")).error());
+  EXPECT_NE(Apply(PunchHole(2, uint64_t{1} << 63, 1)).error(), 0);
+}
+
 }  // namespace
 }  // namespace memfuse::mirrord

@@ -317,6 +317,47 @@ TEST_F(LocalBackendTest, RejectsOversizedAndOverflowingWrites) {
   EXPECT_EQ(Snapshot(mirror_), before);
 }
 
+// A punch makes a hole in the mirror file (where its filesystem can punch;
+// zeros where it cannot), keeping the size; bad requests are refused as
+// writes are.
+TEST_F(LocalBackendTest, PunchesHolesKeepingTheSize) {
+  ASSERT_EQ(Apply(Create(kRoot, "f", 2, S_IFREG | 0644)).error(), 0);
+  std::string expected;
+  for (int i = 0; i < 4; ++i) {
+    const std::string block(kBlock, static_cast<char>('a' + i));
+    EXPECT_OK(Apply(Write(2, i * kBlock, block)));
+    expected += block;
+  }
+  EXPECT_OK(Apply(Sync(2)));
+  const blkcnt_t blocks_before = Lstat(M("f")).st_blocks;
+  EXPECT_OK(Apply(PunchHole(2, kBlock, 2 * kBlock)));
+  expected.replace(kBlock, 2 * kBlock, std::string(2 * kBlock, '\0'));
+  EXPECT_EQ(ReadFile(M("f")), expected);
+  EXPECT_OK(ApplyAgain());  // a replay
+  EXPECT_EQ(ReadFile(M("f")), expected);
+  // Past the end: the size stays.
+  EXPECT_OK(Apply(PunchHole(2, 3 * kBlock + 10, 10 * kBlock)));
+  expected.replace(3 * kBlock + 10, kBlock - 10, std::string(kBlock - 10, '\0'));
+  EXPECT_EQ(ReadFile(M("f")), expected);
+
+  // Where the filesystem punches, the blocks are gone and SEEK_HOLE finds
+  // the hole.
+  const int fd = open(M("f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const off_t hole = lseek(fd, 0, SEEK_HOLE);
+  close(fd);
+  if (Lstat(M("f")).st_blocks < blocks_before) {
+    EXPECT_EQ(hole, static_cast<off_t>(kBlock));
+  }
+
+  const std::string before = Snapshot(mirror_);
+  EXPECT_PERMANENT(Apply(PunchHole(99, 0, 10)), EINVAL);  // unknown id
+  pb::Ack ack = Apply(PunchHole(2, uint64_t{1} << 63, 1));
+  EXPECT_NE(ack.error(), 0);
+  EXPECT_TRUE(ack.permanent());
+  EXPECT_EQ(Snapshot(mirror_), before);
+}
+
 // Big writes take the direct I/O path for their aligned middle and the page
 // cache for the rest; whatever the alignment, the file holds exactly what
 // was written, also when the two paths overlap the same pages in turn.

@@ -98,6 +98,13 @@ inline pb::Mutation SetAttr(uint32_t mask, const pb::Attr& attr) {
   *m.mutable_set_attr()->mutable_attr() = attr;
   return m;
 }
+inline pb::Mutation PunchHole(uint64_t id, uint64_t offset, uint64_t length) {
+  pb::Mutation m;
+  m.mutable_punch_hole()->set_id(id);
+  m.mutable_punch_hole()->set_offset(offset);
+  m.mutable_punch_hole()->set_length(length);
+  return m;
+}
 inline pb::Mutation Sync(uint64_t id) {
   pb::Mutation m;
   m.mutable_sync()->set_id(id);
