@@ -40,6 +40,10 @@ constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
 constexpr int kBackgroundNice = 5;
 // How long a read of the mirror waits for an agent that is restarting.
 constexpr absl::Duration kReadTimeout = absl::Seconds(30);
+// statfs(2) asks the agent for the mirror's capacity at most this often,
+// and waits at most kStatFsTimeout for the answer (then the last stands).
+constexpr absl::Duration kStatFsMaxAge = absl::Seconds(1);
+constexpr absl::Duration kStatFsTimeout = absl::Milliseconds(500);
 
 uint64_t RandomSessionId() {
   uint64_t id = 0;
@@ -322,6 +326,35 @@ absl::StatusOr<pb::ListDirectoryResponse> MirrorClient::ListDirectory(
         absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
   }
   return response;
+}
+
+std::optional<pb::StatFsResponse> MirrorClient::StatFs() {
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock l(&statfs_mu_);
+    if (statfs_asking_ || now - statfs_asked_ < kStatFsMaxAge) return statfs_;
+    statfs_asking_ = true;
+    statfs_asked_ = now;
+  }
+  // One try, without waiting for an agent that is not there: a program's
+  // statfs must not hang on a restart, and the last answer is close.
+  std::optional<pb::StatFsResponse> answer;
+  if (std::shared_ptr<Stub> stub = CurrentStub(); stub != nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(now + kStatFsTimeout));
+    pb::StatFsResponse response;
+    const grpc::Status status =
+        stub->StatFs(&ctx, pb::StatFsRequest(), &response);
+    if (status.ok()) {
+      answer = std::move(response);
+    } else {
+      VLOG(1) << "statfs of the mirror: " << status.error_message();
+    }
+  }
+  absl::MutexLock l(&statfs_mu_);
+  statfs_asking_ = false;
+  if (answer.has_value()) statfs_ = std::move(answer);
+  return statfs_;
 }
 
 absl::Status MirrorClient::LoadMirror() {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -28,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/shared_region.h"
 #include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
@@ -79,6 +81,13 @@ class MirrorClient : public MirrorReader {
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       uint64_t id, uint64_t first_id, uint64_t max_new_ids) override;
 
+  // The mirror's capacity, for statfs(2) on the mount (FUSE threads).
+  // Asks the agent at most about once a second (`df` in a loop costs it
+  // nothing) and never waits long for it: while one caller asks, or when
+  // the agent cannot answer (restarting, gone), the last answer stands;
+  // nullopt until a first one came.
+  std::optional<pb::StatFsResponse> StatFs() ABSL_LOCKS_EXCLUDED(statfs_mu_);
+
  private:
   using Stub = memfuse::mirror::v1::Mirror::Stub;
 
@@ -126,6 +135,13 @@ class MirrorClient : public MirrorReader {
   std::shared_ptr<common::RegionAllocator> region_ranges_;
   // The current agent mapped the region.
   std::atomic<bool> agent_has_region_{false};
+
+  // StatFs()'s last answer and when it was last asked for. Never held
+  // with mu_ nor across the call to the agent.
+  absl::Mutex statfs_mu_;
+  std::optional<pb::StatFsResponse> statfs_ ABSL_GUARDED_BY(statfs_mu_);
+  absl::Time statfs_asked_ ABSL_GUARDED_BY(statfs_mu_) = absl::InfinitePast();
+  bool statfs_asking_ ABSL_GUARDED_BY(statfs_mu_) = false;
 
   std::atomic<bool> stopping_{false};
   absl::Notification stopped_;

@@ -12,11 +12,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/numeric_flag.h"
 
 namespace memfuse::fsd {
 namespace {
 
+using common::WholeNumber;
+
 constexpr uint64_t kMaxBlockSizeKb = 64 * 1024;
+// Sizes in MB whose bytes still fit in 64 bits.
+constexpr uint64_t kMaxMegabytes = UINT64_MAX >> 20;
 
 ParseResult Fail(std::string message) {
   return ParseResult{std::nullopt, 2,
@@ -54,12 +59,14 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
   app.add_option("--cache-size", o.cache_size_mb,
                  "Resident file data limit in MB; without a mirror this is "
                  "the filesystem's size")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(WholeNumber(1, kMaxMegabytes));
   app.add_option("--cache-max-write-size", write_limit,
                  "Dirty (not yet mirrored) data limit in MB, from two blocks "
                  "up to the cache size [default: half the cache]. Writers "
                  "wait for the mirror when it is reached. Without a mirror "
-                 "nothing is dirty and a full cache is ENOSPC");
+                 "nothing is dirty and a full cache is ENOSPC")
+      ->transform(WholeNumber(1, kMaxMegabytes));
   std::optional<std::string> lazy_load;
   app.add_option("--lazy-load", lazy_load,
                  "true|false: with true (the default) a directory of the "
@@ -69,10 +76,12 @@ ParseResult ParseOptions(int argc, const char* const* argv) {
                  "until the cache is full");
   app.add_option("--root", o.root_node,
                  "With --mirror http://: the server's node to mount as the "
-                 "root [default: 1]");
+                 "root [default: 1]")
+      ->transform(WholeNumber(1, UINT64_MAX));
   app.add_option("--block-size", o.block_size_kb,
-                 "Block size in KB: a power of two, at least 4")
-      ->capture_default_str();
+                 "Block size in KB: a power of two from 4 to 65536")
+      ->capture_default_str()
+      ->transform(WholeNumber(4, kMaxBlockSizeKb));
   app.add_option("-o", raw_fuse_options,
                  "FUSE mount options, comma-separated (e.g. -o ro)")
       ->allow_extra_args(false);

@@ -778,7 +778,13 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
     return absl::OkStatus();
   }
   if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) return ErrnoStatus(EOPNOTSUPP);
-  RETURN_IF_ERROR(inode->data.Allocate(block_size_, offset, length));
+  // Without a mirror the cache is the space, and fallocate reserves it.
+  // With one the space is the mirror's: blocks reserved here would only
+  // fill the cache (and past it, ENOSPC for a file dd could write), so the
+  // range stays holes, charged to nothing, until written.
+  if (log_ == nullptr) {
+    RETURN_IF_ERROR(inode->data.Allocate(block_size_, offset, length));
+  }
   if (mode == 0 && end > inode->size) {
     inode->size = end;
     inode->mtime = inode->ctime = Now();

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/numeric_flag.h"
 #include "common/status.h"
 
 namespace memfuse::mirrord {
@@ -69,22 +71,27 @@ ParseResult ParseOptions(int argc, const char* const* argv,
   std::optional<uint64_t> root;
   app.add_option("--root", root,
                  "With an http mirror: the server's node to show as the "
-                 "root [default: 1]");
+                 "root [default: 1]")
+      ->transform(common::WholeNumber(1, UINT64_MAX));
   app.add_option("--listen", o.listen_path,
                  "Unix socket to create and accept connections on (0600)");
   app.add_option("--fd", fd,
-                 "An already connected socket to serve; exits when it closes");
+                 "An already connected socket to serve; exits when it closes")
+      ->transform(common::WholeNumber(0, INT_MAX));
   app.add_option("--data-fd", data_fd,
                  "A sealed memfd shared with fsd, from which writes that "
                  "name it take their data (mem-fuse passes it when it spawns "
-                 "the agent)");
+                 "the agent)")
+      ->transform(common::WholeNumber(0, INT_MAX));
   app.add_option("--user", o.user,
                  "After opening the mirror and the socket, run as this user "
                  "(needs root)");
   app.add_option("--allow-uid", o.allow_uids,
                  "A uid allowed to connect (repeatable); default: 0 and the "
                  "agent's own uid")
-      ->take_all();
+      ->take_all()
+      // (uid_t)-1 is no user: it means "unchanged" to chown and setresuid.
+      ->transform(common::WholeNumber(0, UINT32_MAX - 1));
   app.add_flag("--verbose", o.verbose, "Log more (glog -v 1)");
 
   try {

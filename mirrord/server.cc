@@ -514,6 +514,19 @@ grpc::Status MirrorService::Stat(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status MirrorService::StatFs(grpc::ServerContext* context,
+                                   const pb::StatFsRequest* request,
+                                   pb::StatFsResponse* response) {
+  {
+    absl::MutexLock l(&mu_);
+    if (grpc::Status ready = CheckReadyLocked(); !ready.ok()) return ready;
+  }
+  absl::StatusOr<pb::StatFsResponse> result = backend_->StatFs();
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
 grpc::Status MirrorService::GetStatus(grpc::ServerContext* context,
                                       const pb::StatusRequest* request,
                                       pb::StatusResponse* response) {

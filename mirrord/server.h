@@ -101,6 +101,10 @@ class MirrorService final : public pb::Mirror::Service {
                     const pb::StatRequest* request,
                     pb::StatResponse* response) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  grpc::Status StatFs(grpc::ServerContext* context,
+                      const pb::StatFsRequest* request,
+                      pb::StatFsResponse* response) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   grpc::Status GetStatus(grpc::ServerContext* context,
                          const pb::StatusRequest* request,
                          pb::StatusResponse* response) override

@@ -1,8 +1,11 @@
 // Attributes, symlink targets and filesystem statistics.
 #include <sys/statvfs.h>
 
+#include <algorithm>
+#include <optional>
 #include <string>
 
+#include "fsd/mirror_client.h"
 #include "fsd/ops/ops.h"
 
 namespace memfuse::fsd::ops {
@@ -39,18 +42,50 @@ void ReadLink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, target->c_str());
 }
 
+// Without a mirror the cache is the filesystem: its size is the size.
+void FillFromCache(const Tree::Usage& usage, struct statvfs* st) {
+  st->f_blocks = usage.bytes_limit / kFragmentSize;
+  st->f_bfree = (usage.bytes_limit - usage.bytes_used) / kFragmentSize;
+  st->f_bavail = st->f_bfree;
+  st->f_files = kInodeLimit;
+  st->f_ffree = kInodeLimit - std::min<uint64_t>(usage.inodes, kInodeLimit);
+  st->f_favail = st->f_ffree;
+  st->f_namemax = Tree::kMaxNameLength;
+}
+
+// With a mirror the cache is a cache: what lands on the mount ends up in
+// the mirror, so the mirror's capacity is the mount's (a program checking
+// before a large copy must not be stopped by the cache's size).
+void FillFromMirror(const pb::StatFsResponse& mirror, struct statvfs* st) {
+  st->f_blocks = mirror.total_bytes() / kFragmentSize;
+  st->f_bfree = mirror.free_bytes() / kFragmentSize;
+  st->f_bavail = mirror.available_bytes() / kFragmentSize;
+  // A filesystem that does not count inodes (btrfs) says 0: keep the
+  // cache's figure, which only says there is no fixed limit.
+  if (mirror.total_files() > 0) {
+    st->f_files = mirror.total_files();
+    st->f_ffree = mirror.free_files();
+    st->f_favail = mirror.free_files();
+  }
+  if (mirror.name_max() > 0) {
+    st->f_namemax = std::min<unsigned long>(mirror.name_max(),
+                                            Tree::kMaxNameLength);
+  }
+}
+
 void StatFs(fuse_req_t req, fuse_ino_t) {
-  const Tree::Usage usage = ContextOf(req).tree->GetUsage();
+  const Context& ctx = ContextOf(req);
   struct statvfs st{};
   st.f_bsize = kFragmentSize;
   st.f_frsize = kFragmentSize;
-  st.f_blocks = usage.bytes_limit / kFragmentSize;
-  st.f_bfree = (usage.bytes_limit - usage.bytes_used) / kFragmentSize;
-  st.f_bavail = st.f_bfree;
-  st.f_files = kInodeLimit;
-  st.f_ffree = kInodeLimit - usage.inodes;
-  st.f_favail = st.f_ffree;
-  st.f_namemax = Tree::kMaxNameLength;
+  FillFromCache(ctx.tree->GetUsage(), &st);
+  // Until the agent first answers (and if it never can), the cache's
+  // figure stands.
+  if (ctx.mirror != nullptr) {
+    if (std::optional<pb::StatFsResponse> mirror = ctx.mirror->StatFs()) {
+      FillFromMirror(*mirror, &st);
+    }
+  }
   fuse_reply_statfs(req, &st);
 }
 

@@ -75,6 +75,8 @@ class Backend {
       const pb::ReadLinkRequest& request) = 0;
   virtual absl::StatusOr<pb::StatResponse> Stat(
       const pb::StatRequest& request) = 0;
+  // The mirror's capacity and free space (statfs(2) on the mount).
+  virtual absl::StatusOr<pb::StatFsResponse> StatFs() = 0;
 
   // Fills the backend's part of the status (last_applied_seq, health,
   // errors, listing and read counters).

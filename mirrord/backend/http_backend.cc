@@ -1183,6 +1183,25 @@ absl::StatusOr<pb::StatResponse> HttpBackend::Stat(
   return response;
 }
 
+absl::StatusOr<pb::StatFsResponse> HttpBackend::StatFs() {
+  // The Invariant files API has no call that tells a server's capacity or
+  // free space. Claiming the cache's size would make `df` and programs
+  // that check before a large copy refuse what the server would take, so
+  // the answer is a stand-in large enough never to stop one, marked as
+  // not measured. A server that runs out says so when the data arrives.
+  constexpr uint64_t kStandInBytes = uint64_t{1} << 50;  // 1 PiB
+  constexpr uint64_t kStandInFiles = uint64_t{1} << 32;
+  pb::StatFsResponse response;
+  response.set_known(false);
+  response.set_total_bytes(kStandInBytes);
+  response.set_free_bytes(kStandInBytes);
+  response.set_available_bytes(kStandInBytes);
+  response.set_total_files(kStandInFiles);
+  response.set_free_files(kStandInFiles);
+  response.set_name_max(kMaxName);
+  return response;
+}
+
 void HttpBackend::FillStatus(pb::StatusResponse* status) {
   absl::MutexLock l(&mu_);
   acks_.Fill(status);

@@ -112,6 +112,7 @@ class HttpBackend final : public Backend {
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<pb::StatFsResponse> StatFs() override ABSL_LOCKS_EXCLUDED(mu_);
   void FillStatus(pb::StatusResponse* status) override ABSL_LOCKS_EXCLUDED(mu_);
 
   uint64_t DurableSeq() override ABSL_LOCKS_EXCLUDED(mu_);

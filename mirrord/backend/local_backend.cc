@@ -1558,6 +1558,24 @@ absl::StatusOr<pb::StatResponse> LocalBackend::Stat(
   return response;
 }
 
+absl::StatusOr<pb::StatFsResponse> LocalBackend::StatFs() {
+  // The root's descriptor never changes: no lock needed, and none held
+  // across the syscall.
+  struct statvfs st;
+  if (fstatvfs(root_->get(), &st) != 0) return ErrnoStatus(errno, "statvfs");
+  const uint64_t unit = st.f_frsize != 0 ? st.f_frsize : st.f_bsize;
+  pb::StatFsResponse response;
+  response.set_known(true);
+  response.set_total_bytes(uint64_t{st.f_blocks} * unit);
+  response.set_free_bytes(uint64_t{st.f_bfree} * unit);
+  response.set_available_bytes(uint64_t{st.f_bavail} * unit);
+  response.set_total_files(st.f_files);
+  response.set_free_files(st.f_favail);
+  response.set_name_max(static_cast<uint32_t>(
+      std::min<unsigned long>(st.f_namemax, UINT32_MAX)));
+  return response;
+}
+
 void LocalBackend::FillStatus(pb::StatusResponse* status) {
   absl::MutexLock l(&mu_);
   acks_.Fill(status);

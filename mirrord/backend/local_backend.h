@@ -99,6 +99,7 @@ class LocalBackend final : public Backend {
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<pb::StatFsResponse> StatFs() override ABSL_LOCKS_EXCLUDED(mu_);
   void FillStatus(pb::StatusResponse* status) override ABSL_LOCKS_EXCLUDED(mu_);
 
  private:

@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -306,6 +307,30 @@ TEST_F(HttpMirrorTest, EvictedBlocksComeBackFromTheServer) {
   EXPECT_GT(status["blocks_fetched"].value_or(0), 0u) << status.text();
   EXPECT_GT(server_.RequestCount(FakeInvariantServer::kRead), 0);
   EXPECT_LE(status["cache_peak"].value_or(0), 16 * kMiB) << status.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+// The files API cannot tell a server's capacity: statfs reports a large
+// stand-in (1 PiB), never the cache's size, and fallocate past the cache
+// works as with a local mirror.
+TEST_F(HttpMirrorTest, StatFsIsALargeStandInNotTheCache) {
+  ASSERT_TRUE(MountMirror(url(), {"--cache-size", "64"}).ok());
+  struct statvfs st;
+  ASSERT_EQ(statvfs(mount().c_str(), &st), 0) << strerror(errno);
+  constexpr uint64_t kPiB = uint64_t{1} << 50;
+  EXPECT_EQ(uint64_t{st.f_blocks} * st.f_frsize, kPiB);
+  EXPECT_EQ(uint64_t{st.f_bavail} * st.f_frsize, kPiB);
+  EXPECT_EQ(st.f_namemax, 255u);
+  const std::string path = mount() + "/big";
+  const int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  EXPECT_EQ(fallocate(fd, 0, 0, 100 * kMiB), 0) << strerror(errno);
+  close(fd);
+  ASSERT_TRUE(MirrorCaughtUp());
+  absl::StatusOr<ApiTree> api = WalkApiTree("127.0.0.1", server_.port());
+  ASSERT_TRUE(api.ok()) << api.status();
+  ASSERT_TRUE(api->contains("big"));
+  EXPECT_EQ((*api)["big"].size, 100 * kMiB);
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 

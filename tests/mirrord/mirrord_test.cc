@@ -444,6 +444,11 @@ TEST_F(MirrordTest, BadFlagsExitTwoWithOneLine) {
       {MirrordBinary(), "--mirror", mirror_, "--fd", "42"},
       {MirrordBinary(), "--mirror", mirror_, "--listen", socket_, "--user",
        "no-such-user-here"},
+      {MirrordBinary(), "--mirror", mirror_, "--fd", "-1"},
+      {MirrordBinary(), "--mirror", mirror_, "--listen", socket_,
+       "--allow-uid", "-1"},
+      {MirrordBinary(), "--mirror", "http://127.0.0.1:1", "--root",
+       "99999999999999999999", "--listen", socket_},
   };
   for (const std::vector<std::string>& argv : cases) {
     absl::StatusOr<CommandResult> r = RunCommand(argv, kTimeout);

@@ -154,6 +154,17 @@ TEST_F(BadCommandLineTest, NonNumericCacheSize) {
   ExpectRefused({dir(), "--cache-size", "lots"}, "cache-size");
 }
 
+// A negative size once wrapped to a cache of 2^64 - 5 MB and mounted.
+TEST_F(BadCommandLineTest, NegativeOrOverflowingNumbers) {
+  ExpectRefused({dir(), "--cache-size", "-5"}, "--cache-size");
+  ExpectRefused({dir(), "--cache-size", "99999999999999999999"},
+                "--cache-size");
+  ExpectRefused({dir(), "--cache-size", "17592186044416"}, "--cache-size");
+  ExpectRefused({dir(), "--cache-max-write-size", "-1"},
+                "--cache-max-write-size");
+  ExpectRefused({dir(), "--block-size", "12abc"}, "--block-size");
+}
+
 TEST_F(BadCommandLineTest, UnknownFlag) {
   ExpectRefused({dir(), "--no-such-flag"}, "no-such-flag");
 }

@@ -1,5 +1,6 @@
 #include "fsd/options.h"
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,65 @@ TEST(OptionsTest, BadInputExitsTwoWithOneLineNamingTheProblem) {
         << "message \"" << r.message << "\" does not name " << c.names;
     EXPECT_EQ(r.message.find('\n'), std::string::npos) << r.message;
   }
+}
+
+// CLI11 alone reads numbers with strtoull: "-5" would wrap to a cache of
+// 2^64 - 5 MB and an overflow would saturate. Every numeric flag refuses
+// what is not a plain decimal number within its meaningful range.
+TEST(OptionsTest, NumericFlagsRefuseNegativeOverflowingAndMeaninglessValues) {
+  // Flag, its meaningless values, and what must precede it on the line.
+  struct Flag {
+    std::string name;
+    std::vector<std::string> meaningless;
+    std::vector<std::string> before;
+  };
+  const Flag flags[] = {
+      // 2^44 MB is 2^64 bytes.
+      {"--cache-size", {"0", "17592186044416"}, {}},
+      {"--cache-max-write-size", {"0", "17592186044416"}, {}},
+      {"--block-size", {"0", "2", "131072"}, {}},
+      {"--root", {"0"}, {"--mirror", "http://127.0.0.1:1"}},
+  };
+  const std::vector<std::string> never = {
+      "-5", "-0", "99999999999999999999", "18446744073709551616", "12abc",
+      "abc", "", " 5", "+5", "0x10", "1e3", "1.5"};
+  for (const Flag& flag : flags) {
+    std::vector<std::string> values = never;
+    values.insert(values.end(), flag.meaningless.begin(),
+                  flag.meaningless.end());
+    for (const std::string& value : values) {
+      std::vector<std::string> args = {"/tmp"};
+      args.insert(args.end(), flag.before.begin(), flag.before.end());
+      args.push_back(flag.name);
+      args.push_back(value);
+      ParseResult r = Parse(args);
+      const std::string what = flag.name + " \"" + value + "\"";
+      EXPECT_FALSE(r.options.has_value()) << what;
+      EXPECT_EQ(r.exit_code, 2) << what;
+      EXPECT_NE(r.message.find(flag.name), std::string::npos)
+          << what << ": " << r.message;
+      EXPECT_EQ(r.message.find('\n'), std::string::npos) << r.message;
+    }
+  }
+}
+
+TEST(OptionsTest, NumericFlagsAreDecimalAtTheirLimits) {
+  // A leading zero is not octal.
+  ParseResult r = Parse({"/tmp", "--cache-size", "010", "--block-size",
+                         "0064"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->cache_size_mb, 10u);
+  EXPECT_EQ(r.options->block_size_kb, 64u);
+  // The largest cache whose bytes fit in 64 bits.
+  r = Parse({"/tmp", "--cache-size", "17592186044415", "--block-size",
+             "65536"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->cache_bytes(), UINT64_MAX - ((1u << 20) - 1));
+  EXPECT_EQ(r.options->block_bytes(), uint64_t{64} << 20);
+  r = Parse({"/tmp", "--mirror", "http://127.0.0.1:1", "--root",
+             "18446744073709551615"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->root_node, UINT64_MAX);
 }
 
 TEST(OptionsTest, HelpAndVersionExitZero) {

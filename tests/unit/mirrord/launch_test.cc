@@ -1,5 +1,6 @@
 #include "mirrord/launch.h"
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,57 @@ TEST(LaunchTest, RejectsBadInputInOneLine) {
   ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--allow-uid", "x"}),
                  "--allow-uid");
   ExpectBadInput(Parse({"--mirror", "/m", "--fd", "3", "--bogus"}), "bogus");
+}
+
+// CLI11 alone reads numbers with strtoull/strtoll: "--allow-uid -1" would
+// allow uid 4294967295 and "--root -5" a node near 2^64. Every numeric flag
+// refuses what is not a plain decimal number within its meaningful range.
+TEST(LaunchTest, NumericFlagsRefuseNegativeOverflowingAndMeaninglessValues) {
+  struct Flag {
+    std::string name;
+    std::vector<std::string> meaningless;
+    std::vector<std::string> rest;  // the other flags of the line
+  };
+  const Flag flags[] = {
+      {"--fd", {"2147483648"}, {"--mirror", "/m"}},
+      {"--data-fd", {"2147483648"}, {"--mirror", "/m", "--fd", "3"}},
+      // 4294967295 is (uid_t)-1, which chown and setresuid read as "none".
+      {"--allow-uid",
+       {"4294967295", "4294967296"},
+       {"--mirror", "/m", "--fd", "3"}},
+      {"--root", {"0"}, {"--mirror", "http://h:1", "--fd", "3"}},
+  };
+  const std::vector<std::string> never = {
+      "-1", "-5", "99999999999999999999", "18446744073709551616", "12abc",
+      "abc", "", " 5", "+5", "0x10", "1.5"};
+  for (const Flag& flag : flags) {
+    std::vector<std::string> values = never;
+    values.insert(values.end(), flag.meaningless.begin(),
+                  flag.meaningless.end());
+    for (const std::string& value : values) {
+      std::vector<std::string> args = flag.rest;
+      args.push_back(flag.name);
+      args.push_back(value);
+      SCOPED_TRACE(flag.name + " \"" + value + "\"");
+      ExpectBadInput(Parse(args), flag.name);
+    }
+  }
+}
+
+TEST(LaunchTest, NumericFlagsAreDecimalAtTheirLimits) {
+  // A leading zero is not octal.
+  ParseResult r = Parse({"--mirror", "/m", "--fd", "010", "--data-fd", "011",
+                         "--allow-uid", "0", "4294967294", "0100"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->fd, 10);
+  EXPECT_EQ(r.options->data_fd, 11);
+  EXPECT_EQ(r.options->allow_uids,
+            (std::vector<uid_t>{0, 4294967294u, 100}));
+  r = Parse({"--mirror", "http://h:1", "--root", "18446744073709551615",
+             "--fd", "2147483647"});
+  ASSERT_TRUE(r.options.has_value()) << r.message;
+  EXPECT_EQ(r.options->root_node, UINT64_MAX);
+  EXPECT_EQ(r.options->fd, 2147483647);
 }
 
 TEST(LaunchTest, HelpAndVersionExitZero) {

@@ -67,6 +67,13 @@ class FakeBackend : public Backend {
       const pb::StatRequest& request) override {
     return pb::StatResponse();
   }
+  absl::StatusOr<pb::StatFsResponse> StatFs() override {
+    pb::StatFsResponse r;
+    r.set_known(true);
+    r.set_total_bytes(uint64_t{5} << 40);
+    r.set_available_bytes(uint64_t{3} << 40);
+    return r;
+  }
   void FillStatus(pb::StatusResponse* status) override {
     absl::MutexLock l(&mu_);
     status->set_errors_total(attempts_);
@@ -170,6 +177,16 @@ TEST_F(ServerTest, HandshakeComesFirst) {
   pb::HandshakeResponse r;
   EXPECT_EQ(stub_->Handshake(&bad_version, old, &r).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServerTest, ServesTheMirrorsCapacity) {
+  ASSERT_TRUE(Handshake(stub_.get()).ok());
+  grpc::ClientContext context;
+  pb::StatFsResponse response;
+  ASSERT_TRUE(stub_->StatFs(&context, pb::StatFsRequest(), &response).ok());
+  EXPECT_TRUE(response.known());
+  EXPECT_EQ(response.total_bytes(), uint64_t{5} << 40);
+  EXPECT_EQ(response.available_bytes(), uint64_t{3} << 40);
 }
 
 TEST_F(ServerTest, RetriesTransientFailuresThenAcks) {

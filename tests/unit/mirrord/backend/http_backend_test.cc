@@ -52,6 +52,18 @@ class HttpBackendTest : public ::testing::Test {
   uint64_t seq_ = 0;
 };
 
+// The files API has no capacity call: a stand-in, marked as not measured.
+TEST_F(HttpBackendTest, StatFsIsALargeStandIn) {
+  absl::StatusOr<pb::StatFsResponse> r = backend_->StatFs();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->known());
+  EXPECT_EQ(r->total_bytes(), uint64_t{1} << 50);
+  EXPECT_EQ(r->free_bytes(), uint64_t{1} << 50);
+  EXPECT_EQ(r->available_bytes(), uint64_t{1} << 50);
+  EXPECT_GT(r->total_files(), 0u);
+  EXPECT_EQ(r->name_max(), 255u);
+}
+
 TEST_F(HttpBackendTest, AnExchangeInterruptedHalfWayFinishesOnRetry) {
   ASSERT_EQ(Apply(Create(kRoot, "a", 2, S_IFREG | 0644)).error(), 0);
   ASSERT_EQ(Apply(Create(kRoot, "b", 3, S_IFREG | 0644)).error(), 0);

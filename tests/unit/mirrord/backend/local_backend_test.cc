@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/shared_region.h"
@@ -935,6 +938,76 @@ TEST_F(LocalBackendTest, ListsDirectoriesWithIdsHardLinksAndXattrs) {
   bad.set_id(999);
   bad.set_first_child_id(50);
   EXPECT_FALSE(backend_->ListDirectory(bad).ok());
+}
+
+// statfs(2) on a mirrored mount reports the mirror's filesystem.
+TEST_F(LocalBackendTest, StatFsIsTheMirrorsFilesystem) {
+  absl::StatusOr<pb::StatFsResponse> r = backend_->StatFs();
+  ASSERT_TRUE(r.ok()) << r.status();
+  struct statvfs st;
+  ASSERT_EQ(statvfs(mirror_.c_str(), &st), 0);
+  EXPECT_TRUE(r->known());
+  EXPECT_EQ(r->total_bytes(), uint64_t{st.f_blocks} * st.f_frsize);
+  EXPECT_EQ(r->total_files(), st.f_files);
+  EXPECT_EQ(r->name_max(), st.f_namemax);
+  // Other programs share /tmp's filesystem: free space may move a little.
+  const double tolerance = 256.0 * (1 << 20);
+  EXPECT_NEAR(static_cast<double>(r->free_bytes()),
+              static_cast<double>(uint64_t{st.f_bfree} * st.f_frsize),
+              tolerance);
+  EXPECT_NEAR(static_cast<double>(r->available_bytes()),
+              static_cast<double>(uint64_t{st.f_bavail} * st.f_frsize),
+              tolerance);
+  EXPECT_LE(r->available_bytes(), r->free_bytes());
+  EXPECT_LE(r->free_bytes(), r->total_bytes());
+}
+
+// On a filesystem of its own, exact figures: its size, and the space and
+// inode a file written through the backend takes.
+TEST_F(LocalBackendTest, StatFsCountsWhatTheMirrorHolds) {
+  const std::string small = base_ + "/small";
+  ASSERT_EQ(mkdir(small.c_str(), 0755), 0);
+  if (mount("memfuse-test", small.c_str(), "tmpfs", 0,
+            "size=32m,nr_inodes=1000") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << strerror(errno);
+  }
+  absl::Cleanup unmount = [&] { umount2(small.c_str(), MNT_DETACH); };
+  absl::StatusOr<std::unique_ptr<LocalBackend>> opened =
+      LocalBackend::Open(small + "/mirror");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<LocalBackend> backend = std::move(*opened);
+  pb::HandshakeRequest hello;
+  hello.set_protocol_version(1);
+  hello.set_session_id(kSession);
+  hello.set_block_size(1 << 20);
+  ASSERT_TRUE(backend->Handshake(hello).ok());
+
+  absl::StatusOr<pb::StatFsResponse> before = backend->StatFs();
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_TRUE(before->known());
+  EXPECT_EQ(before->total_bytes(), uint64_t{32} << 20);
+  EXPECT_EQ(before->total_files(), 1000u);
+
+  pb::Mutation create = Create(kRoot, "f", 2, S_IFREG | 0644);
+  create.set_seq(1);
+  ASSERT_EQ(backend->Apply(create).error(), 0);
+  const std::string mib(1 << 20, 'x');
+  for (uint64_t i = 0; i < 4; ++i) {
+    pb::Mutation write = Write(2, i << 20, mib);
+    write.set_seq(2 + i);
+    ASSERT_EQ(backend->Apply(write).error(), 0);
+  }
+  absl::StatusOr<pb::StatFsResponse> after = backend->StatFs();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->total_bytes(), before->total_bytes());
+  EXPECT_EQ(before->free_bytes() - after->free_bytes(), uint64_t{4} << 20);
+  EXPECT_EQ(before->available_bytes() - after->available_bytes(),
+            uint64_t{4} << 20);
+  // The file, and on recent kernels the replay state xattr too (tmpfs
+  // charges xattrs to its inode budget).
+  EXPECT_GE(before->free_files() - after->free_files(), 1u);
+  EXPECT_LE(before->free_files() - after->free_files(), 2u);
+  backend.reset();
 }
 
 TEST_F(LocalBackendTest, ReadsBlocksLinksAndStats) {
