@@ -354,7 +354,7 @@ TEST_F(LocalBackendTest, PunchesHolesKeepingTheSize) {
   }
 
   const std::string before = Snapshot(mirror_);
-  EXPECT_PERMANENT(Apply(PunchHole(99, 0, 10)), EINVAL);  // unknown id
+  EXPECT_MISSING(Apply(PunchHole(99, 0, 10)), 99u);  // unknown id
   pb::Ack ack = Apply(PunchHole(2, uint64_t{1} << 63, 1));
   EXPECT_NE(ack.error(), 0);
   EXPECT_TRUE(ack.permanent());
