@@ -1,10 +1,9 @@
 // mem-fuse (fsd): parse flags, mount, run.
-#include <cstdio>
-#include <iostream>
-
 #include <malloc.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <iostream>
 #include <memory>
 
 #include "fsd/block_budget.h"
@@ -67,7 +66,14 @@ int main(int argc, char** argv) {
   }
   if (mirror != nullptr) {
     // Nothing accepted on the mount is dropped on the way out.
-    if (!mirror->Drain(ForcedExit())) code = 1;
+    if (!mirror->Drain(ForcedExit())) {
+      // A forced exit: what was not mirrored has been listed. Nothing is
+      // waited for any more (a send blocked on an agent that reads nothing
+      // would hold an orderly stop); a spawned agent ends with fsd.
+      google::FlushLogFiles(google::GLOG_INFO);
+      std::fflush(nullptr);
+      _exit(1);
+    }
     tree.StopMirrorReads();
     mirror->Stop();
   }

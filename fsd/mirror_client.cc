@@ -447,6 +447,7 @@ absl::Status MirrorClient::Start() {
     return status;
   }
   runner_ = std::thread([this] { Run(); });
+  repairer_ = std::thread([this] { ResendRepairs(); });
   if (!options_.lazy_load) prefetcher_ = std::thread([this] { Prefetch(); });
   return absl::OkStatus();
 }
@@ -494,6 +495,17 @@ void MirrorClient::Run() {
 
 void MirrorClient::Stream(Stub* stub) {
   grpc::ClientContext ctx;
+  {
+    // Stop() cancels it: a send blocked on an agent that reads nothing
+    // (stopped, hung) would otherwise never return.
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;
+    stream_ctx_ = &ctx;
+  }
+  absl::Cleanup forget_ctx = [this] {
+    absl::MutexLock l(&mu_);
+    stream_ctx_ = nullptr;
+  };
   std::unique_ptr<grpc::ClientReaderWriter<pb::Mutation, pb::Ack>> stream =
       stub->Apply(&ctx);
   std::atomic<bool> broken{false};
@@ -503,7 +515,11 @@ void MirrorClient::Stream(Stub* stub) {
       // The mirror lost an object: it is re-created from the tree before
       // the next ack is read.
       if (const uint64_t lost = log_->Acked(ack); lost != 0) {
-        tree_->Repair(lost);
+        Tree::RepairData data = tree_->Repair(lost);
+        if (data.inode != nullptr) {
+          absl::MutexLock l(&mu_);
+          repairs_.push_back(std::move(data));
+        }
       }
     }
     broken = true;
@@ -527,6 +543,24 @@ void MirrorClient::Stream(Stub* stub) {
     LOG(WARNING) << "lost the mirror agent ("
                  << (status.ok() ? "stream ended" : status.error_message())
                  << "); serving from memory and reconnecting";
+  }
+}
+
+void MirrorClient::ResendRepairs() {
+  while (true) {
+    Tree::RepairData next;
+    {
+      absl::MutexLock l(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_.load() || !repairs_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (repairs_.empty()) return;  // stopping
+      next = std::move(repairs_.front());
+      repairs_.pop_front();
+    }
+    // After Stop() the log is shut down: this returns at once.
+    tree_->ResendBlocks(next);
   }
 }
 
@@ -604,9 +638,11 @@ int MirrorClient::Sync(uint64_t id, const std::atomic<bool>* interrupted) {
     // stood when it was applied (MutationLog::WaitApplied).
     if (error != 0) return EIO;
     // Acks before the barrier made fsd repair objects the mirror lost: the
-    // barrier goes again after those repairs. (They are all appended by
-    // now: the thread reading acks appends them before it reads the next.)
+    // barrier goes again after those repairs. (They are all begun by now:
+    // the thread reading acks begins them before it reads the next.)
     result = 0;
+    // Their blocks are appended on another thread, under the dirty limit.
+    if (!log_->WaitRepairsAppended(interrupted)) return EINTR;
     if (log_->RepairedAfter(seq)) continue;
     return 0;
   }
@@ -713,11 +749,16 @@ bool MirrorClient::Drain(const std::atomic<bool>& abort) {
 }
 
 void MirrorClient::Stop() {
-  if (stopping_.exchange(true)) return;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_.exchange(true)) return;
+    if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
+  }
   stopped_.Notify();
   log_->Shutdown();
   if (prefetcher_.joinable()) prefetcher_.join();
   if (runner_.joinable()) runner_.join();
+  if (repairer_.joinable()) repairer_.join();
   absl::MutexLock l(&mu_);
   stub_.reset();
   if (agent_pid_ > 0) {

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,8 @@ class MirrorClient : public MirrorReader {
   void Run();
   // One Apply stream, until it breaks or Stop().
   void Stream(Stub* stub);
+  // The repairs' blocks, sent under the dirty limit (a thread).
+  void ResendRepairs();
   // The Mutation for a data slot taken from the log: its bytes in the data
   // region when the agent has it and there is room, else inline.
   std::shared_ptr<const pb::Mutation> BuildWrite(
@@ -127,6 +130,8 @@ class MirrorClient : public MirrorReader {
   // reconnect.
   std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
   pid_t agent_pid_ ABSL_GUARDED_BY(mu_) = -1;
+  // The live Apply stream's call, for Stop() to cancel.
+  grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 
   // The data region passed to spawned agents (common/shared_region.h); null
   // with --mirror-socket. Shared with the deleters of the messages that
@@ -147,6 +152,9 @@ class MirrorClient : public MirrorReader {
   absl::Notification stopped_;
   std::thread runner_;
   std::thread prefetcher_;
+  std::thread repairer_;
+  // Repairs whose blocks are still to be sent.
+  std::deque<Tree::RepairData> repairs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace memfuse::fsd

@@ -286,6 +286,16 @@ void MutationLog::EndRepair(uint64_t id) {
   CleanedLocked();  // its blocks may be evicted again
 }
 
+bool MutationLog::WaitRepairsAppended(const std::atomic<bool>* interrupted) {
+  absl::MutexLock l(&mu_);
+  auto done = [this, interrupted]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || repairing_.empty() ||
+           (interrupted != nullptr && interrupted->load());
+  };
+  mu_.Await(absl::Condition(&done));
+  return shutdown_ || repairing_.empty();
+}
+
 bool MutationLog::RepairedAfter(uint64_t seq) {
   absl::MutexLock l(&mu_);
   return repair_end_seq_ > seq + 1;

@@ -137,6 +137,10 @@ class MutationLog {
   void EndRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no repair of `id` is being appended (or Shutdown()).
   void WaitRepairAppended(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until no repair is being appended (or Shutdown()); false if
+  // `interrupted` was set first.
+  bool WaitRepairsAppended(const std::atomic<bool>* interrupted)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Whether a repair appended mutations after `seq` (a barrier at `seq`
   // does not cover them: they repair what came before it).
   bool RepairedAfter(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);

@@ -229,7 +229,19 @@ class Tree {
   // path and refused for good (MutationLog::RefuseForGood). Nothing for an
   // object that no longer has a name here. Called from the thread reading
   // acks, right after MutationLog::Acked.
-  void Repair(fuse_ino_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  //
+  // The blocks are not appended here (that thread must not wait for room
+  // under the dirty limit): they are returned, for ResendBlocks on another
+  // thread, which ends the repair (MutationLog::EndRepair). With none to
+  // send, the repair ends here.
+  struct RepairData {
+    std::shared_ptr<Inode> inode;  // null: nothing to send
+    std::vector<uint64_t> blocks;
+  };
+  RepairData Repair(fuse_ino_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Appends a write of each block of `data` still held, each once the
+  // dirty limit has room for it, then ends the repair.
+  void ResendBlocks(const RepairData& data);
   // A path of `ino` below the mount, for log lines ("?" if it has none).
   std::string PathOf(fuse_ino_t ino) ABSL_LOCKS_EXCLUDED(mu_);
 

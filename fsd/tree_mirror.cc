@@ -573,15 +573,20 @@ std::string Tree::PathOf(fuse_ino_t ino) {
   return path.empty() ? "/" : path;
 }
 
-void Tree::Repair(fuse_ino_t id) {
-  if (log_ == nullptr) return;
-  absl::Cleanup ended = [this, id] { log_->EndRepair(id); };
+Tree::RepairData Tree::Repair(fuse_ino_t id) {
+  RepairData data;
+  if (log_ == nullptr) return data;
+  absl::Cleanup ended = [this, id, &data] {
+    if (data.inode == nullptr) log_->EndRepair(id);
+  };
   // Exclusive: nothing moves while the chain is appended, so it is the
   // tree as it is at one moment, ordered after everything queued.
   absl::MutexLock l(&mu_);
   std::optional<std::vector<std::pair<fuse_ino_t, std::string>>> names =
       NamesOfLocked(id);
-  if (!names.has_value() || names->empty()) return;  // gone here too, or root
+  if (!names.has_value() || names->empty()) {
+    return data;  // gone here too, or the root
+  }
   std::string path;
   for (const auto& [dir, name] : *names) absl::StrAppend(&path, "/", name);
   if (!log_->BeginRepair(id)) {
@@ -589,7 +594,7 @@ void Tree::Repair(fuse_ino_t id) {
                << MutationLog::kMaxRepairs
                << " repairs; its changes are refused for good";
     log_->RefuseForGood(id, EIO, 0);
-    return;
+    return data;
   }
   LOG(WARNING) << "mirror: re-creating " << path
                << " in the mirror, which lost it";
@@ -623,21 +628,42 @@ void Tree::Repair(fuse_ino_t id) {
       log_->Append(std::move(m));
     }
   }
-  if (!target->is_reg()) return;
+  if (!target->is_reg()) return data;
   LogSetAttrLocked(*target, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
                                 FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME);
-  const uint64_t size = target->size;
+  std::vector<uint64_t> blocks;
   const uint64_t lost = target->data.ForEachHeldBlock(
-      block_size_, size, [&](uint64_t index) {
-        const uint64_t start = index * block_size_;
-        log_->AppendWrite(target, start, std::min(block_size_, size - start));
-      });
+      block_size_, target->size,
+      [&](uint64_t index) { blocks.push_back(index); });
   if (lost > 0) {
     LOG(ERROR) << "mirror: " << path << ": " << lost
                << " bytes of it were only in the mirror, which lost them; "
                   "they read as zeros there, and fsync of it gives EIO";
     log_->RefuseForGood(id, EIO, lost);
   }
+  if (!blocks.empty()) {
+    data.inode = target;
+    data.blocks = std::move(blocks);
+  }
+  return data;
+}
+
+void Tree::ResendBlocks(const RepairData& data) {
+  if (data.inode == nullptr) return;
+  Inode& inode = *data.inode;
+  for (uint64_t index : data.blocks) {
+    const uint64_t start = index * block_size_;
+    // Room under the dirty limit first, holding no lock (as Write does).
+    const MutationLog::DirtyRoom room =
+        log_->ReserveDirty(log_->DirtyCharge(start, block_size_));
+    absl::MutexLock il(&inode.mu);
+    // Sent as it is now: shorter, or not at all, if it shrank meanwhile
+    // (and later writes and truncates are queued after the repair anyway).
+    if (!inode.linked || start >= inode.size) continue;
+    log_->AppendWrite(data.inode, start,
+                      std::min(block_size_, inode.size - start));
+  }
+  log_->EndRepair(inode.ino);
 }
 
 }  // namespace memfuse::fsd
