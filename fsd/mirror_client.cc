@@ -480,6 +480,13 @@ void MirrorClient::Run() {
       const MutationLog::Backlog backlog = log_->GetBacklog();
       LOG(INFO) << "mirror agent back; resending " << backlog.mutations
                 << " unacknowledged changes";
+      // What the last agent applied but did not make durable is made so by
+      // the new one's first commit: a barrier asks for it.
+      if (log_->HasLimbo()) {
+        pb::Mutation barrier;
+        barrier.mutable_sync()->set_id(0);
+        log_->Append(std::move(barrier));
+      }
       backoff = absl::Milliseconds(100);
       last_error.clear();
     }

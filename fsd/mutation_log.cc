@@ -211,6 +211,16 @@ uint64_t MutationLog::Acked(const pb::Ack& ack) {
 
 uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
   uint64_t repair = 0;
+  // An agent that does not say how far it is durable is durable as far as
+  // it applied (a local mirror).
+  const uint64_t durable =
+      ack.has_durable_seq() ? ack.durable_seq() : ack.seq();
+  if (ack.seq() == 0 && ack.missing_id() != 0) {
+    // A mutation acknowledged before, applied again after the mirror lost
+    // it, found its object missing: repaired like any other.
+    repair = ack.missing_id();
+    repairing_.insert(repair);
+  }
   while (!queue_.empty() && front_seq_ <= ack.seq()) {
     Slot& slot = queue_.front();
     const bool this_one = front_seq_ == ack.seq();
@@ -243,17 +253,21 @@ uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
     } else {
       AppliedLocked(slot);
     }
-    if (slot.is_size_change) {
-      auto it = size_changes_.find(slot.id);
-      if (it != size_changes_.end() && --it->second == 0) {
-        size_changes_.erase(it);
-        CleanedLocked();
-      }
+    // Applied; what it makes of the file's blocks is clean only once it
+    // is durable too (until then it waits in limbo_, holding its message
+    // and the data region range the agent may apply it from again).
+    if ((slot.is_size_change || slot.is_data) &&
+        front_seq_ > std::max(durable_seq_, durable)) {
+      limbo_.push_back(Limbo{front_seq_, slot.id, slot.offset / block_size_,
+                             slot.is_data, slot.is_size_change,
+                             slot.message});
+    } else {
+      ReleaseLocked(slot.id, slot.offset / block_size_, slot.is_data,
+                    slot.is_size_change);
     }
     if (slot.is_data) {
       data_bytes_ -= slot.length;
       acked_bytes_ += slot.length;
-      CleanLocked({slot.id, slot.offset / block_size_});
       if (slot.message == nullptr) {
         // Acked before it was built (a replayed ack): close it to widening.
         auto open = open_slots_.find(slot.id);
@@ -268,7 +282,32 @@ uint64_t MutationLog::AckedLocked(const pb::Ack& ack) {
     ++front_seq_;
   }
   send_seq_ = std::max(send_seq_, front_seq_);
+  if (durable > durable_seq_) {
+    durable_seq_ = durable;
+    while (!limbo_.empty() && limbo_.front().seq <= durable_seq_) {
+      const Limbo& l = limbo_.front();
+      ReleaseLocked(l.id, l.block, l.is_data, l.is_size_change);
+      limbo_.pop_front();
+    }
+  }
   return repair;
+}
+
+void MutationLog::ReleaseLocked(uint64_t id, uint64_t block, bool is_data,
+                                bool is_size_change) {
+  if (is_size_change) {
+    auto it = size_changes_.find(id);
+    if (it != size_changes_.end() && --it->second == 0) {
+      size_changes_.erase(it);
+      CleanedLocked();
+    }
+  }
+  if (is_data) CleanLocked({id, block});
+}
+
+bool MutationLog::HasLimbo() {
+  absl::MutexLock l(&mu_);
+  return !limbo_.empty();
 }
 
 bool MutationLog::BeginRepair(uint64_t id) {
@@ -393,12 +432,21 @@ void MutationLog::Wake() { absl::MutexLock l(&mu_); }
 int MutationLog::WaitApplied(uint64_t seq,
                              const std::atomic<bool>* interrupted) {
   absl::MutexLock l(&mu_);
+  // Acknowledged, and durable (or refused).
   auto done = [this, seq, interrupted]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || front_seq_ > seq ||
-           (interrupted != nullptr && interrupted->load());
+    if (shutdown_ || (interrupted != nullptr && interrupted->load())) {
+      return true;
+    }
+    if (front_seq_ <= seq) return false;
+    auto error = sync_errors_.find(seq);
+    return durable_seq_ >= seq ||
+           (error != sync_errors_.end() && error->second != 0);
   };
   mu_.Await(absl::Condition(&done));
-  if (front_seq_ <= seq) {
+  auto refused = sync_errors_.find(seq);
+  if (front_seq_ <= seq ||
+      (durable_seq_ < seq &&
+       (refused == sync_errors_.end() || refused->second == 0))) {
     return shutdown_ ? EIO : EINTR;  // shut down or interrupted first
   }
   auto it = sync_errors_.find(seq);
@@ -424,7 +472,7 @@ bool MutationLog::IsBlockClean(uint64_t id, uint64_t index) {
 MutationLog::Backlog MutationLog::GetBacklog() {
   absl::MutexLock l(&mu_);
   Backlog b;
-  b.mutations = next_seq_ - front_seq_;
+  b.mutations = next_seq_ - front_seq_ + limbo_.size();
   b.data_bytes = data_bytes_;
   b.acked_bytes = acked_bytes_;
   b.last_acked = front_seq_ - 1;
@@ -439,11 +487,12 @@ MutationLog::Backlog MutationLog::GetBacklog() {
 
 bool MutationLog::WaitEmpty(absl::Duration timeout) {
   absl::MutexLock l(&mu_);
+  // Applied is not enough: durable too.
   auto empty = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || queue_.empty();
+    return shutdown_ || (queue_.empty() && limbo_.empty());
   };
   mu_.AwaitWithTimeout(absl::Condition(&empty), timeout);
-  return queue_.empty();
+  return queue_.empty() && limbo_.empty();
 }
 
 void MutationLog::Shutdown() {

@@ -217,8 +217,12 @@ class MutationLog {
   };
   Backlog GetBacklog() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Waits until everything appended is acknowledged, or `timeout` passes;
-  // true when empty.
+  // Whether some acknowledged changes are not durable yet (a new agent
+  // makes them so at its first commit: a sync barrier asks for one).
+  bool HasLimbo() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Waits until everything appended is acknowledged and durable, or
+  // `timeout` passes; true when empty.
   bool WaitEmpty(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
   bool IsShutdown() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -257,6 +261,10 @@ class MutationLog {
     return queue_[seq - front_seq_];
   }
   uint64_t AppendLocked(Slot slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A data slot or size change was acknowledged and is durable: its
+  // blocks may be clean.
+  void ReleaseLocked(uint64_t id, uint64_t block, bool is_data,
+                     bool is_size_change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns the object to repair, or 0 (see Acked).
   uint64_t AckedLocked(const pb::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Refusal bookkeeping of AckedLocked: `slot` was refused with `error`,
@@ -297,6 +305,19 @@ class MutationLog {
       open_slots_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> sync_errors_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, int> failed_ ABSL_GUARDED_BY(mu_);
+  // Acknowledged as applied but not yet durable (Ack.durable_seq): their
+  // blocks stay dirty, and a write's message (with its range of the data
+  // region, which the agent may apply again) is kept.
+  struct Limbo {
+    uint64_t seq;
+    uint64_t id;
+    uint64_t block;
+    bool is_data;
+    bool is_size_change;
+    std::shared_ptr<const pb::Mutation> message;
+  };
+  std::deque<Limbo> limbo_ ABSL_GUARDED_BY(mu_);
+  uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Repairs: the first seq of the last repair of each object, how often
   // each was repaired, and those whose repair is being appended.
   absl::flat_hash_map<uint64_t, uint64_t> repair_seq_ ABSL_GUARDED_BY(mu_);

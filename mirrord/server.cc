@@ -200,10 +200,10 @@ grpc::Status MirrorService::Apply(
     }
     return grpc::Status::OK;
   };
-  // Commits what is held and sends its acks; false when the stream ends.
+  // Commits what is held and says so; false when the stream ends.
   auto commit = [&]() -> bool {
     return CommitHeld(context, &held, generation) &&
-           SendDurableAcks(stream, &held);
+           SendDurableNotice(stream, &held);
   };
   pb::Mutation mutation;
   while (true) {
@@ -240,10 +240,16 @@ grpc::Status MirrorService::Apply(
       bytes_in_flight_ = 0;
     }
     if (!ack.has_value()) return end_status();
-    if (held.empty()) oldest_held = absl::Now();
-    held.push_back(Held{std::move(mutation), *std::move(ack)});
-    if (!SendDurableAcks(stream, &held)) {
+    // Acknowledged as applied at once (fsd's replay position after a
+    // reconnect); durable as far as the backend says.
+    const uint64_t durable = backend_->DurableSeq();
+    ack->set_durable_seq(std::min(durable, mutation.seq()));
+    if (!stream->Write(*ack)) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+    if (mutation.seq() > durable && ack->error() == 0) {
+      if (held.empty()) oldest_held = absl::Now();
+      held.push_back(Held{std::move(mutation), *std::move(ack)});
     }
     if (!held.empty() && absl::Now() - oldest_held >= kMaxCommitDelay &&
         !commit()) {
@@ -286,16 +292,25 @@ MirrorService::Next MirrorService::TakeMutation(pb::Mutation* out,
   return reader_done_ ? Next::kEnd : Next::kIdle;
 }
 
-bool MirrorService::SendDurableAcks(
+bool MirrorService::SendDurableNotice(
     grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream,
     std::deque<Held>* held) {
   const uint64_t durable = backend_->DurableSeq();
-  while (!held->empty() && (held->front().ack.seq() <= durable ||
-                            held->front().ack.error() != 0)) {
-    if (!stream->Write(held->front().ack)) return false;
+  while (!held->empty() && held->front().mutation.seq() <= durable) {
+    // Applied again after the backend lost it, and found something
+    // missing this time: fsd repairs it (its first ack said applied).
+    if (held->front().ack.missing_id() != 0) {
+      pb::Ack late;
+      late.set_missing_id(held->front().ack.missing_id());
+      late.set_error(held->front().ack.error());
+      late.set_message(held->front().ack.message());
+      if (!stream->Write(late)) return false;
+    }
     held->pop_front();
   }
-  return true;
+  pb::Ack notice;
+  notice.set_durable_seq(durable);
+  return stream->Write(notice);
 }
 
 bool MirrorService::CommitHeld(grpc::ServerContext* context,
@@ -320,7 +335,7 @@ bool MirrorService::CommitHeld(grpc::ServerContext* context,
       LOG(WARNING) << committed.message() << "; applying " << again
                    << " changes again";
       for (Held& h : *held) {
-        if (h.mutation.seq() <= durable || h.ack.error() != 0) continue;
+        if (h.mutation.seq() <= durable) continue;
         std::optional<pb::Ack> ack =
             ApplyWithRetry(context, h.mutation, generation);
         if (!ack.has_value()) return false;

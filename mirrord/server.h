@@ -6,13 +6,16 @@
 // thread holds at most one read ahead: that is the backpressure of
 // invariant 5), applies it, retries a transient failure with backoff
 // (100 ms doubling to 10 s, each distinct cause logged once) until it
-// succeeds, turns permanent, or the call is cancelled. Its Ack is written
-// once the backend has it durably: at once for a local mirror; for a
-// backend that saves lazily, after a commit that covers it (group commit:
-// when no mutation has arrived for kIdleCommit, when the oldest held ack
-// is kMaxCommitDelay old, or when the next mutation needs it). A commit
-// that finds the backend may have lost what it held (a server restart)
-// applies those mutations again before acknowledging them.
+// succeeds, turns permanent, or the call is cancelled, and acknowledges it
+// as applied at once. Each Ack also says how far the backend holds
+// everything durably (durable_seq): for a local mirror, as far as it
+// applied; for a backend that saves lazily, as far as its last commit
+// (group commit: when no mutation has arrived for kIdleCommit, when the
+// oldest applied-but-not-durable one is kMaxCommitDelay old, or when the
+// next mutation needs it), after which a notice (an Ack with seq 0) says
+// so. A commit that finds the backend may have lost what it held (a server
+// restart) applies those mutations again first. fsd keeps data dirty until
+// it is durable, and resends after a reconnect from what was applied.
 //
 // Sessions: Handshake comes first (Bind, Apply and the reads before it are
 // FAILED_PRECONDITION). One Apply stream at a time: a second one while the
@@ -143,9 +146,11 @@ class MirrorService final : public pb::Mirror::Service {
   // stream must end first.
   bool CommitHeld(grpc::ServerContext* context, std::deque<Held>* held,
                   uint64_t generation) ABSL_LOCKS_EXCLUDED(mu_);
-  // Writes the acks at the front of `held` that may go: durable ones, and
-  // refusals once everything before them went. False if the client left.
-  bool SendDurableAcks(
+  // Tells fsd how far the backend holds everything durably (an Ack with
+  // seq 0 and durable_seq), and drops what that covers from `held`; a
+  // mutation that, applied again, found its object missing is named in
+  // an Ack of its own. False if the client left.
+  bool SendDurableNotice(
       grpc::ServerReaderWriter<pb::Ack, pb::Mutation>* stream,
       std::deque<Held>* held);
   // Sleeps `delay`; false if the wait was cut short by a cancellation, a

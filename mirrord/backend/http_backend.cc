@@ -389,7 +389,9 @@ pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
         case pb::Mutation::kRemoveXattr:
           break;  // kept by fsd: the server has no xattrs
         case pb::Mutation::kSync:
-          status = Commit();
+          // Always a real sync: an earlier agent may have left changes
+          // applied and not saved.
+          status = CommitNow(/*force=*/true);
           // Lost changes before the barrier: they were committed just
           // before it (NeedsCommitBefore), so only a retry is needed.
           if (absl::IsAborted(status)) {
@@ -455,7 +457,9 @@ bool HttpBackend::NeedsCommitBefore(const pb::Mutation& mutation) {
   return std::prev(after)->second > w.offset();
 }
 
-absl::Status HttpBackend::Commit() {
+absl::Status HttpBackend::Commit() { return CommitNow(/*force=*/false); }
+
+absl::Status HttpBackend::CommitNow(bool force) {
   // The mtimes writes left pending are changes too.
   RETURN_IF_ERROR(FlushTimes());
   uint64_t target;
@@ -464,11 +468,11 @@ absl::Status HttpBackend::Commit() {
   {
     absl::MutexLock l(&mu_);
     target = applied_seq_;
-    if (!has_unsaved_) {
+    if (!has_unsaved_ && !force) {
       acks_.last_applied_seq = std::max(acks_.last_applied_seq, target);
       return absl::OkStatus();
     }
-    epoch = unsaved_epoch_;
+    epoch = has_unsaved_ ? unsaved_epoch_ : epoch_;
     // Only a file still there under that node can vouch for the server.
     auto known = node_of_.find(probe_id_);
     if (probe_id_ != 0 && known != node_of_.end() &&

@@ -165,6 +165,9 @@ class HttpBackend final : public Backend {
   absl::Status ApplyLink(const pb::Link& op);
   absl::Status ApplyRemove(const pb::Remove& op);
   absl::Status ApplyRename(uint64_t seq, const pb::Rename& op);
+  // Commit(), and with `force` a sync even when nothing was applied since
+  // the last one.
+  absl::Status CommitNow(bool force) ABSL_LOCKS_EXCLUDED(mu_);
   // Drops every binding of `id` (a repair binds it anew).
   void ForgetIdLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the mtimes writes left pending (all of them, or `id`'s).
