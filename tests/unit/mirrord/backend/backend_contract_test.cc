@@ -97,14 +97,6 @@ class BackendContractTest : public ::testing::Test {
 using Mirrors = ::testing::Types<LocalMirror, HttpMirror>;
 TYPED_TEST_SUITE(BackendContractTest, Mirrors);
 
-#define EXPECT_MISSING(ack, id)                       \
-  do {                                                \
-    const pb::Ack a_ = (ack);                         \
-    EXPECT_EQ(a_.error(), ENOENT) << a_.message();    \
-    EXPECT_TRUE(a_.permanent()) << a_.message();      \
-    EXPECT_EQ(a_.missing_id(), (id)) << a_.message(); \
-  } while (0)
-
 TYPED_TEST(BackendContractTest, ChangesToUnknownIdsAreMissingNeverApplied) {
   EXPECT_MISSING(this->Apply(Write(50, 0, "data")), 50u);
   EXPECT_MISSING(this->Apply(SetAttr(kSetMode, MakeAttr(51, S_IFREG | 0600))),

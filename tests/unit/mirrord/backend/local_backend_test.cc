@@ -184,16 +184,6 @@ class LocalBackendTest : public ::testing::Test {
     EXPECT_TRUE(a_.permanent()) << a_.message();  \
   } while (0)
 
-// The mirror does not have what the mutation needs: fsd is to re-create
-// object `id` (Ack.missing_id).
-#define EXPECT_MISSING(ack, id)                         \
-  do {                                                  \
-    const pb::Ack a_ = (ack);                           \
-    EXPECT_EQ(a_.error(), ENOENT) << a_.message();      \
-    EXPECT_TRUE(a_.permanent()) << a_.message();        \
-    EXPECT_EQ(a_.missing_id(), (id)) << a_.message();   \
-  } while (0)
-
 TEST_F(LocalBackendTest, HandshakeDescribesTheMirror) {
   ASSERT_EQ(lsetxattr(mirror_.c_str(), "user.color", "blue", 4, 0), 0);
   pb::HandshakeResponse r = Handshake(42);

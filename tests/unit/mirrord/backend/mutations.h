@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <string>
 
@@ -110,6 +111,16 @@ inline pb::Mutation Sync(uint64_t id) {
   m.mutable_sync()->set_id(id);
   return m;
 }
+
+// The mirror does not have what the mutation needs: fsd is to re-create
+// object `id` (Ack.missing_id).
+#define EXPECT_MISSING(ack, id)                       \
+  do {                                                \
+    const pb::Ack a_ = (ack);                         \
+    EXPECT_EQ(a_.error(), ENOENT) << a_.message();    \
+    EXPECT_TRUE(a_.permanent()) << a_.message();      \
+    EXPECT_EQ(a_.missing_id(), (id)) << a_.message(); \
+  } while (0)
 
 }  // namespace memfuse::mirrord
 
