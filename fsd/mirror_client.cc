@@ -638,7 +638,8 @@ int MirrorClient::Sync(uint64_t id, const std::atomic<bool>* interrupted) {
     const int error = log_->WaitApplied(seq, interrupted);
     if (error == EINTR) return EINTR;
     if (error == MutationLog::kRepairing) {
-      log_->WaitRepairAppended(id);
+      // The repair's blocks wait for room under the dirty limit.
+      if (!log_->WaitRepairAppended(id, interrupted)) return EINTR;
       continue;
     }
     // The barrier's error includes a refusal of the file's data that

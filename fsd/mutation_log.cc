@@ -340,12 +340,15 @@ bool MutationLog::RepairedAfter(uint64_t seq) {
   return repair_end_seq_ > seq + 1;
 }
 
-void MutationLog::WaitRepairAppended(uint64_t id) {
+bool MutationLog::WaitRepairAppended(uint64_t id,
+                                     const std::atomic<bool>* interrupted) {
   absl::MutexLock l(&mu_);
-  auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || !repairing_.contains(id);
+  auto done = [this, id, interrupted]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || !repairing_.contains(id) ||
+           (interrupted != nullptr && interrupted->load());
   };
   mu_.Await(absl::Condition(&done));
+  return shutdown_ || !repairing_.contains(id);
 }
 
 void MutationLog::RefuseForGood(uint64_t id, int error, uint64_t lost_bytes) {

@@ -136,7 +136,9 @@ class MutationLog {
   bool BeginRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   void EndRepair(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no repair of `id` is being appended (or Shutdown()).
-  void WaitRepairAppended(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // False if `interrupted` was set first.
+  bool WaitRepairAppended(uint64_t id, const std::atomic<bool>* interrupted)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no repair is being appended (or Shutdown()); false if
   // `interrupted` was set first.
   bool WaitRepairsAppended(const std::atomic<bool>* interrupted)

@@ -139,6 +139,18 @@ void FillAttr(const Inode& inode, pb::Attr* attr) {
   attr->set_ctime_ns(Nanos(inode.ctime));
 }
 
+void Tree::LogRemove(fuse_ino_t parent, std::string_view name, fuse_ino_t ino,
+                     bool directory, uint64_t gone) {
+  if (log_ == nullptr) return;
+  pb::Mutation m;
+  pb::Remove* remove = m.mutable_remove();
+  remove->set_parent(parent);
+  remove->set_name(name.data(), name.size());
+  remove->set_id(ino);
+  remove->set_directory(directory);
+  log_->Append(std::move(m), gone);
+}
+
 void Tree::LogSetAttrLocked(Inode& inode, uint32_t mask) {
   if (log_ == nullptr || !inode.linked || mask == 0) return;
   pb::Mutation m;
@@ -401,14 +413,8 @@ absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
         dir->dir->Remove(name);
         TouchDirLocked(*dir);
         DropLinkLocked(inode, &doomed);
-        if (log_ != nullptr) {
-          pb::Mutation m;
-          pb::Remove* remove = m.mutable_remove();
-          remove->set_parent(parent);
-          remove->set_name(name.data(), name.size());
-          remove->set_id(ino);
-          log_->Append(std::move(m), inode.nlink == 0 ? ino : 0);
-        }
+        LogRemove(parent, name, ino, /*directory=*/false,
+                  inode.nlink == 0 ? ino : 0);
         return absl::OkStatus();
       }
     }
@@ -445,15 +451,7 @@ absl::Status Tree::RmdirLocked(Inode& dir_inode, fuse_ino_t parent,
   --dir->nlink;
   TouchDirLocked(*dir);
   DropLinkLocked(inode, doomed_out);
-  if (log_ != nullptr) {
-    pb::Mutation m;
-    pb::Remove* remove = m.mutable_remove();
-    remove->set_parent(parent);
-    remove->set_name(name.data(), name.size());
-    remove->set_id(ino);
-    remove->set_directory(true);
-    log_->Append(std::move(m), ino);
-  }
+  LogRemove(parent, name, ino, /*directory=*/true, ino);
   return absl::OkStatus();
 }
 

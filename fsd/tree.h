@@ -298,6 +298,10 @@ class Tree {
   // `inode` as they are now, if it is mirrored.
   void LogSetAttrLocked(Inode& inode, uint32_t mask)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(inode.mu);
+  // Appends the removal of `name` in `parent` (object `ino`); `gone`: see
+  // MutationLog::Append.
+  void LogRemove(fuse_ino_t parent, std::string_view name, fuse_ino_t ino,
+                 bool directory, uint64_t gone);
   void Log(pb::Mutation mutation) {
     if (log_ != nullptr) log_->Append(std::move(mutation));
   }
