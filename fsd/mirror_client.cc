@@ -203,6 +203,7 @@ absl::Status MirrorClient::HandshakeAndBind(bool first) {
         "mem-fuse-mirrord speaks protocol ", response.protocol_version(),
         ", this fsd ", kProtocolVersion));
   }
+  tree_->SetMirrorLimits(response.limits());
   agent_has_region_ = region_ != nullptr &&
                       response.shared_region_size() == region_->size();
   if (first) {

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "common/status.h"
+#include "common/xattr_space.h"
 #include "glog/logging.h"
 
 namespace memfuse::fsd {
@@ -45,9 +46,10 @@ timespec Now() {
   return ts;
 }
 
-absl::Status ValidateName(std::string_view name) {
+absl::Status ValidateName(std::string_view name,
+                          size_t name_max = Tree::kMaxNameLength) {
   if (name.empty()) return ErrnoStatus(ENOENT);
-  if (name.size() > Tree::kMaxNameLength) return ErrnoStatus(ENAMETOOLONG);
+  if (name.size() > name_max) return ErrnoStatus(ENAMETOOLONG);
   return absl::OkStatus();
 }
 
@@ -223,7 +225,7 @@ bool Tree::IsWithinLocked(fuse_ino_t ino, fuse_ino_t ancestor) {
 
 absl::StatusOr<struct stat> Tree::Lookup(fuse_ino_t parent,
                                          std::string_view name) {
-  RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateName(name, name_max()));
   RETURN_IF_ERROR(EnsureListed(parent));
   absl::ReaderMutexLock l(&mu_);
   ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
@@ -237,7 +239,7 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
                                            dev_t rdev,
                                            std::string_view symlink_target,
                                            const Caller& caller) {
-  RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateName(name, name_max()));
   const mode_t type = mode & S_IFMT;
   switch (type) {
     case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFIFO: case S_IFSOCK:
@@ -294,7 +296,7 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
 
 absl::StatusOr<struct stat> Tree::Link(fuse_ino_t ino, fuse_ino_t new_parent,
                                        std::string_view new_name) {
-  RETURN_IF_ERROR(ValidateName(new_name));
+  RETURN_IF_ERROR(ValidateName(new_name, name_max()));
   RETURN_IF_ERROR(EnsureListed(new_parent));
   absl::MutexLock l(&mu_);
   Inode& inode = GetLocked(ino);
@@ -394,7 +396,7 @@ absl::StatusOr<std::string> Tree::ReadLink(fuse_ino_t ino) {
 }
 
 absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
-  RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateName(name, name_max()));
   RETURN_IF_ERROR(EnsureListed(parent));
   VictimPin pin;
   std::vector<InodePtr> doomed;
@@ -423,7 +425,7 @@ absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
 }
 
 absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
-  RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(ValidateName(name, name_max()));
   RETURN_IF_ERROR(EnsureListed(parent));
   std::vector<InodePtr> doomed;
   // The directory's emptiness is only known once it is listed; a name
@@ -464,8 +466,8 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) {
     return ErrnoStatus(EINVAL);
   }
-  RETURN_IF_ERROR(ValidateName(name));
-  RETURN_IF_ERROR(ValidateName(new_name));
+  RETURN_IF_ERROR(ValidateName(name, name_max()));
+  RETURN_IF_ERROR(ValidateName(new_name, name_max()));
   RETURN_IF_ERROR(EnsureListed(parent));
   RETURN_IF_ERROR(EnsureListed(new_parent));
   VictimPin pin;
@@ -857,6 +859,43 @@ absl::Status Tree::ReadDir(fuse_ino_t ino, uint64_t cookie, bool plus,
   return absl::OkStatus();
 }
 
+absl::Status Tree::CheckXattrRoom(const Inode& inode, std::string_view name,
+                                  size_t value_size) {
+  std::vector<uint64_t> regions;
+  {
+    absl::MutexLock l(&limits_mu_);
+    if (limits_.xattrs_refused_errno() != 0) {
+      return ErrnoStatus(limits_.xattrs_refused_errno());
+    }
+    if (limits_.xattr_regions().empty()) return absl::OkStatus();
+    regions.assign(limits_.xattr_regions().begin(),
+                   limits_.xattr_regions().end());
+  }
+  // The object's attributes as the mirror would hold them afterwards: a
+  // replaced value where it was, a new attribute last.
+  std::vector<uint64_t> costs;
+  bool replaced = false;
+  if (inode.xattrs) {
+    for (const auto& [have, value] : *inode.xattrs) {
+      if (!IsMirroredXattr(have)) continue;
+      if (have == name) {
+        costs.push_back(common::XattrCost(have.size(), value_size));
+        replaced = true;
+      } else {
+        costs.push_back(common::XattrCost(have.size(), value.size()));
+      }
+    }
+  }
+  if (!replaced) costs.push_back(common::XattrCost(name.size(), value_size));
+  if (common::XattrsFit(regions, costs)) return absl::OkStatus();
+  int err;
+  {
+    absl::MutexLock l(&limits_mu_);
+    err = limits_.xattr_full_errno() != 0 ? limits_.xattr_full_errno() : ENOSPC;
+  }
+  return ErrnoStatus(err);
+}
+
 absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
                             std::string_view value, int flags) {
   RETURN_IF_ERROR(ValidateXattrName(name));
@@ -871,6 +910,9 @@ absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
     inode->xattrs = std::make_unique<XattrMap>();
   }
   auto it = inode->xattrs->find(name);
+  if (log_ != nullptr && IsMirroredXattr(name)) {
+    RETURN_IF_ERROR(CheckXattrRoom(*inode, name, value.size()));
+  }
   if (it == inode->xattrs->end()) {
     if (flags & XATTR_REPLACE) return ErrnoStatus(ENODATA);
     inode->xattrs->emplace(std::string(name), std::string(value));

@@ -160,6 +160,13 @@ class Tree {
   void SetMirrorReader(MirrorReader* reader);
   // Ends the readahead threads (before the reader goes).
   void StopMirrorReads();
+  // What the mirror can store (from each handshake with its agent): longer
+  // names, and user.* xattrs beyond an object's room there, are refused
+  // with the errno the mirror's filesystem gives.
+  void SetMirrorLimits(const pb::MirrorLimits& limits)
+      ABSL_LOCKS_EXCLUDED(limits_mu_);
+  // The longest name accepted.
+  size_t name_max() const { return name_max_.load(std::memory_order_relaxed); }
 
   // Lists directory `ino` from the mirror if it was not yet (lazy loading).
   absl::Status EnsureListed(fuse_ino_t ino);
@@ -396,6 +403,16 @@ class Tree {
   MutationLog* log_ = nullptr;  // null: no mirror
   MirrorReader* reader_ = nullptr;  // null: nothing is ever missing
   BlockCache cache_;
+
+  // Whether `inode`, its mirrored xattr `name` set to a value of
+  // `value_size` bytes, still fits the mirror's room for them.
+  absl::Status CheckXattrRoom(const Inode& inode, std::string_view name,
+                              size_t value_size)
+      ABSL_SHARED_LOCKS_REQUIRED(inode.mu) ABSL_LOCKS_EXCLUDED(limits_mu_);
+
+  std::atomic<size_t> name_max_{kMaxNameLength};
+  absl::Mutex limits_mu_;
+  pb::MirrorLimits limits_ ABSL_GUARDED_BY(limits_mu_);
 
   absl::Mutex flights_mu_;
   absl::flat_hash_map<std::pair<fuse_ino_t, uint64_t>, std::shared_ptr<Flight>>

@@ -59,6 +59,15 @@ void Tree::SetMirrorLog(MutationLog* log) {
   log_->OnBlocksCleaned([budget] { budget->WakeWaiters(); });
 }
 
+void Tree::SetMirrorLimits(const pb::MirrorLimits& limits) {
+  name_max_.store(limits.name_max() > 0
+                      ? std::min<size_t>(limits.name_max(), kMaxNameLength)
+                      : kMaxNameLength,
+                  std::memory_order_relaxed);
+  absl::MutexLock l(&limits_mu_);
+  limits_ = limits;
+}
+
 void Tree::SetMirrorReader(MirrorReader* reader) {
   reader_ = reader;
   for (int i = 0; i < kReadaheadThreads; ++i) {

@@ -11,7 +11,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Context& ctx = ContextOf(req);
   absl::StatusOr<struct stat> st = ctx.tree->Lookup(parent, name);
   if (!st.ok() && st.status().code() == absl::StatusCode::kNotFound &&
-      std::string_view(name).size() <= Tree::kMaxNameLength) {
+      std::string_view(name).size() <= ctx.tree->name_max()) {
     // A negative entry: the kernel remembers the name is absent until it
     // creates it itself.
     fuse_entry_param e{};

@@ -306,6 +306,9 @@ absl::StatusOr<pb::HandshakeResponse> HttpBackend::Handshake(
   *response.mutable_root() = AttrFromInfo(root, kRootId);
   response.set_last_applied_seq(resume);
   response.set_needs_bindings(true);
+  // Names as long as Linux allows; xattrs stay in fsd (the API has none),
+  // so their room is fsd's.
+  response.mutable_limits()->set_name_max(kMaxName);
   return response;
 }
 

@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "glog/logging.h"
 #include "mirrord/backend/backend_common.h"
+#include "mirrord/backend/mirror_limits.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -215,6 +216,7 @@ absl::StatusOr<pb::HandshakeResponse> LocalBackend::Handshake(
                        [&](const char* name, void* buf, size_t size) {
                          return fgetxattr(root_fd, name, buf, size);
                        }));
+  const pb::MirrorLimits limits = ProbeMirrorLimits(root_fd);
 
   pb::HandshakeResponse response;
   absl::MutexLock l(&mu_);
@@ -241,6 +243,7 @@ absl::StatusOr<pb::HandshakeResponse> LocalBackend::Handshake(
   response.set_last_applied_seq(resume);
   response.set_needs_bindings(true);
   for (pb::XattrEntry& x : xattrs) *response.add_root_xattrs() = std::move(x);
+  *response.mutable_limits() = limits;
   return response;
 }
 
@@ -600,6 +603,20 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
   if (!status.ok() && !IsMissing(status) && StatusToErrno(status) == ENOENT &&
       !mutation.has_remove()) {
     status = Missing(status.message());
+  }
+  // Permission refused on one object (made immutable, or given to another
+  // owner, behind fsd's back) while the mirror's root takes changes: no
+  // wait mends it, and it must not hold the rest of the queue, so it is
+  // refused for that object alone. Refused at the root, the whole mirror
+  // is: retried with backoff.
+  if (!status.ok() && !IsPermanent(status) &&
+      (StatusToErrno(status) == EPERM || StatusToErrno(status) == EACCES) &&
+      !mutation.has_sync() && ObjectOf(mutation) != kRootId &&
+      faccessat(root_->get(), ".", W_OK | X_OK, AT_EACCESS) == 0) {
+    status = Conflict(StatusToErrno(status),
+                      absl::StrCat(status.message(),
+                                   " (this object only; the mirror's root "
+                                   "takes changes)"));
   }
   if (!status.ok()) {
     status = Prefixed(status,

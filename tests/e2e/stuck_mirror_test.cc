@@ -4,12 +4,16 @@
 // an fsync waiting for a stopped agent ends when its program is signalled
 // or killed, and a second SIGTERM ends a daemon whose flush is stuck.
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -95,17 +99,89 @@ pid_t StartFsyncChild(const std::string& path, int report) {
          << ProcessState(pid) << ", wchan " << WaitChannel(pid) << ")";
 }
 
-// ext4 keeps a file's user xattrs in its inode and one block: a few dozen
-// of 200 bytes do not fit. fsd takes them; the mirror refuses them for
-// that file, and everything else goes on.
+// How many attributes `name_prefix`i = `value_prefix`i`value_suffix` (i =
+// 0, 1, ...) `fd` takes before setting one fails; that errno in *error.
+// Stops at kManyXattrs: room no test will fill.
+constexpr int kManyXattrs = 2000;
+
+struct XattrShape {
+  const char* name_prefix;
+  const char* value_prefix;
+  const char* value_suffix;
+};
+
+int FillXattrs(int fd, const XattrShape& shape, int* error) {
+  *error = 0;
+  for (int i = 0; i < kManyXattrs; ++i) {
+    const std::string name = absl::StrCat(shape.name_prefix, i);
+    const std::string value =
+        absl::StrCat(shape.value_prefix, i, shape.value_suffix);
+    if (fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) != 0) {
+      *error = errno;
+      return i;
+    }
+  }
+  return kManyXattrs;
+}
+
+// What the mirror's filesystem takes on an object (measured here on an
+// anonymous file beside the mirror's root), the mount takes, and no more:
+// the program is told at once, with that filesystem's errno, and nothing
+// reaches the agent that it would have to refuse.
+TEST_F(StuckMirrorTest, XattrsBeyondTheMirrorsRoomAreRefusedAtOnce) {
+  // stress-ng's xattr stressor, and fewer, larger attributes.
+  const XattrShape shapes[] = {
+      {"user.var_", "orig-value-", ""},
+      {"user.a_longer_attribute_name_", "",
+       " and a value of a hundred bytes or so, the kind a program keeps as "
+       "metadata of its own"}};
+  ASSERT_TRUE(Mount().ok());
+  for (const XattrShape& shape : shapes) {
+    SCOPED_TRACE(shape.name_prefix);
+    const int probe = open(mirror().c_str(), O_TMPFILE | O_RDWR, 0600);
+    ASSERT_GE(probe, 0) << strerror(errno);
+    int mirror_error;
+    const int room = FillXattrs(probe, shape, &mirror_error);
+    close(probe);
+    if (room == kManyXattrs) {
+      GTEST_SKIP() << "the mirror's filesystem has unbounded xattr room";
+    }
+    const std::string file =
+        absl::StrCat("crowded", &shape - shapes);
+    const int fd = open((mount() + "/" + file).c_str(),
+                        O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    int mount_error;
+    EXPECT_EQ(FillXattrs(fd, shape, &mount_error), room);
+    EXPECT_EQ(mount_error, mirror_error) << strerror(mount_error);
+    EXPECT_EQ(fsync(fd), 0) << strerror(errno);
+    close(fd);
+    // All the mount took is in the mirror.
+    EXPECT_EQ(listxattr((mirror() + "/" + file).c_str(), nullptr, 0),
+              listxattr((mount() + "/" + file).c_str(), nullptr, 0));
+  }
+  const DaemonStatus status(mount());
+  EXPECT_EQ(status["mirror_refused_objects"].value_or(1), 0u)
+      << status.text();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+// When the mirror's room was taken behind fsd's back, the agent's refusal
+// is the backstop: fsd took the attribute, the mirror refuses it for that
+// file alone, and everything else goes on.
 TEST_F(StuckMirrorTest, AnXattrTheMirrorCannotStoreHoldsNothingElse) {
   ASSERT_TRUE(Mount().ok());
   Ops ops(mount());
   ops.WriteFile("crowded", "many attributes");
-  for (int i = 0; i < 60; ++i) {
-    ops.SetXattr("crowded", absl::StrCat("user.attribute", i),
-                 std::string(200, 'v'));
+  ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(20)));
+  {
+    const int fd = open((mirror() + "/crowded").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    int error;
+    ASSERT_LT(FillXattrs(fd, {"user.outside", "", ""}, &error), kManyXattrs);
+    close(fd);
   }
+  ops.SetXattr("crowded", "user.attribute", std::string(200, 'v'));
   ASSERT_EQ(ops.failures(), 0);
   // Other files, and a barrier of the whole mount, are not held up.
   ops.WriteFile("other", "goes on");
@@ -123,6 +199,49 @@ TEST_F(StuckMirrorTest, AnXattrTheMirrorCannotStoreHoldsNothingElse) {
   EXPECT_TRUE(absl::StrContains(ReadWhole(fs().log_path()),
                                 "cannot store xattr"))
       << fs().Log();
+  ASSERT_TRUE(CleanExit(Unmount()));
+}
+
+// Sets or clears the immutable flag of `path` (ext4, as root).
+bool SetImmutable(const std::string& path, bool on) {
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+  ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  close(fd);
+  return ok;
+}
+
+// A file made immutable in the mirror behind fsd's back refuses every
+// change (EPERM) however long one waits: that file's changes are refused,
+// the rest of the queue goes on.
+TEST_F(StuckMirrorTest, AFileTheMirrorWillNotChangeHoldsNothingElse) {
+  ASSERT_TRUE(Mount().ok());
+  Ops ops(mount());
+  ops.WriteFile("locked", "before");
+  ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(20)));
+  const std::string locked = mirror() + "/locked";
+  if (!SetImmutable(locked, true)) {
+    GTEST_SKIP() << "no immutable flag here: " << strerror(errno);
+  }
+  absl::Cleanup mutable_again = [&] { SetImmutable(locked, false); };
+  ops.WriteFile("locked", "after, and longer");
+  ASSERT_EQ(chmod((mount() + "/locked").c_str(), 0600), 0);
+  ops.WriteFile("other", "goes on");
+  ASSERT_EQ(ops.failures(), 0);
+  ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(20)));
+  EXPECT_EQ(ReadWhole(mirror() + "/other"), "goes on");
+  EXPECT_EQ(ReadWhole(locked), "before");
+  const int fd = open((mount() + "/locked").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_NE(fsync(fd), 0);
+  EXPECT_EQ(errno, EIO);
+  close(fd);
+  const DaemonStatus status(mount());
+  EXPECT_GE(status["mirror_refused_objects"].value_or(0), 1u)
+      << status.text();
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 

@@ -327,5 +327,60 @@ TEST_F(RoomWaitTest, AWaitingReadWakesWhenTheMirrorAcknowledges) {
   EXPECT_TRUE(read.ok()) << read;
 }
 
+// What the agent says the mirror can store bounds what the mount takes:
+// longer names and xattrs beyond an object's room are refused at once,
+// with the errno the mirror's filesystem gives.
+TEST_F(TreeMirrorTest, RefusesWhatTheMirrorCannotStore) {
+  pb::MirrorLimits limits;
+  limits.set_name_max(8);
+  limits.add_xattr_regions(88);   // ext4: the inode's room,
+  limits.add_xattr_regions(200);  // then one (here small) block
+  limits.set_xattr_full_errno(ENOSPC);
+  tree_.SetMirrorLimits(limits);
+  EXPECT_EQ(tree_.name_max(), 8u);
+  EXPECT_EQ(StatusToErrno(tree_.MakeNode(FUSE_ROOT_ID, "ninechars",
+                                         S_IFREG | 0644, 0, {}, {})
+                              .status()),
+            ENAMETOOLONG);
+  absl::StatusOr<struct stat> file =
+      tree_.MakeNode(FUSE_ROOT_ID, "eight_ch", S_IFREG | 0644, 0, {}, {});
+  ASSERT_TRUE(file.ok()) << file.status();
+  const fuse_ino_t ino = file->st_ino;
+  EXPECT_EQ(StatusToErrno(tree_.Rename(FUSE_ROOT_ID, "eight_ch", FUSE_ROOT_ID,
+                                       "ninechars", 0)),
+            ENAMETOOLONG);
+
+  // "user.aN" with 16 bytes costs 20 + 16 = 36: two in the inode (72 of
+  // 88), five in the block (180 of 200), and no eighth.
+  const std::string value(16, 'v');
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_TRUE(tree_.SetXattr(ino, absl::StrCat("user.a", i), value, 0).ok())
+        << i;
+  }
+  EXPECT_EQ(StatusToErrno(tree_.SetXattr(ino, "user.a7", value, 0)), ENOSPC);
+  // Replacing a value with one as large, or a smaller one, still fits;
+  // one that outgrows its region does not.
+  EXPECT_TRUE(tree_.SetXattr(ino, "user.a6", std::string(12, 'w'), 0).ok());
+  EXPECT_EQ(StatusToErrno(tree_.SetXattr(ino, "user.a0", std::string(200, 'w'),
+                                         0)),
+            ENOSPC);
+  // Removing one makes room again; trusted.* and security.* are not the
+  // mirror's to store, and nothing else is limited.
+  ASSERT_TRUE(tree_.RemoveXattr(ino, "user.a3").ok());
+  EXPECT_TRUE(tree_.SetXattr(ino, "user.a7", value, 0).ok());
+  EXPECT_TRUE(tree_.SetXattr(ino, "trusted.big", std::string(1000, 't'), 0)
+                  .ok());
+
+  // A mirror that cannot store user xattrs at all.
+  limits.set_xattrs_refused_errno(EOPNOTSUPP);
+  tree_.SetMirrorLimits(limits);
+  EXPECT_EQ(StatusToErrno(tree_.SetXattr(FUSE_ROOT_ID, "user.x", "1", 0)),
+            EOPNOTSUPP);
+  // No limits known: Linux's own.
+  tree_.SetMirrorLimits(pb::MirrorLimits());
+  EXPECT_EQ(tree_.name_max(), Tree::kMaxNameLength);
+  EXPECT_TRUE(tree_.SetXattr(ino, "user.b", std::string(4000, 'v'), 0).ok());
+}
+
 }  // namespace
 }  // namespace memfuse::fsd
