@@ -6,11 +6,13 @@
 #include <iostream>
 #include <memory>
 
+#include "common/service_notify.h"
 #include "fsd/block_budget.h"
 #include "fsd/mirror_client.h"
 #include "fsd/mutation_log.h"
 #include "fsd/options.h"
 #include "fsd/ops/ops.h"
+#include "fsd/service_status.h"
 #include "fsd/session.h"
 #include "fsd/tree.h"
 #include "glog/logging.h"
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   // buffers): a few arenas keep fsd's memory near --cache-size. Blocks
   // themselves are mappings of their own (FileData::NewBuffer).
   mallopt(M_ARENA_MAX, 2);
+  memfuse::common::service::Init();
   using namespace memfuse::fsd;
   ParseResult parsed = ParseOptions(argc, argv);
   if (!parsed.options) {
@@ -55,9 +58,15 @@ int main(int argc, char** argv) {
     ctx.log = &log;
   }
 
-  absl::Status status = RunSession(options, &ctx, [&mirror] {
+  ServiceStatus service(options.mountpoint, &ctx);
+  SessionHooks hooks;
+  hooks.on_mounted = [&service] { service.Mounted(); };
+  hooks.on_stopping = [&service] { service.Stopping(); };
+  hooks.on_forced = [&mirror] {
     if (mirror != nullptr) mirror->Abandon();
-  });
+  };
+  absl::Status status = RunSession(options, &ctx, std::move(hooks));
+  service.Stopping();  // also after an unmount that was not a signal
   int code = 0;
   if (!status.ok()) {
     std::cerr << "mem-fuse: " << status.message() << "\n";
@@ -66,7 +75,9 @@ int main(int argc, char** argv) {
   }
   if (mirror != nullptr) {
     // Nothing accepted on the mount is dropped on the way out.
-    if (!mirror->Drain(ForcedExit())) {
+    if (!mirror->Drain(ForcedExit(), [&service](std::string_view line) {
+          service.Draining(line);
+        })) {
       // A forced exit: what was not mirrored has been listed. Nothing is
       // waited for any more (a send blocked on an agent that reads nothing
       // would hold an orderly stop); a spawned agent ends with fsd.

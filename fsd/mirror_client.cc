@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/service_notify.h"
 #include "common/status.h"
 #include "glog/logging.h"
 #include "grpcpp/create_channel.h"
@@ -103,6 +104,11 @@ absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The agent must not speak to fsd's service manager for it.
+  std::vector<std::string> env = common::service::ChildEnvironment();
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return common::ErrnoStatus(errno, "fork");
@@ -136,7 +142,7 @@ absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
     } else if (data_fd >= 0 && dup2(data_fd, 4) < 0) {
       _exit(126);
     }
-    execv(binary.c_str(), argv.data());
+    execve(binary.c_str(), argv.data(), envp.data());
     _exit(127);
   }
   return pid;
@@ -688,7 +694,9 @@ std::string MirrorClient::StuckOn() {
   return what;
 }
 
-bool MirrorClient::Drain(const std::atomic<bool>& abort) {
+bool MirrorClient::Drain(
+    const std::atomic<bool>& abort,
+    const std::function<void(std::string_view)>& report) {
   const absl::Time start = absl::Now();
   absl::Time next_report = start + absl::Seconds(1);
   const uint64_t acked_at_start = log_->GetBacklog().acked_bytes;
@@ -734,12 +742,13 @@ bool MirrorClient::Drain(const std::atomic<bool>& abort) {
       stuck = StuckOn();
       if (!stuck.empty()) stuck = absl::StrCat("; stuck on ", stuck);
     }
+    const std::string line = absl::StrFormat(
+        "draining to the mirror: %s and %u changes left, %.1f MiB/s%s",
+        MiB(b.data_bytes), b.mutations, rate, stuck);
     fprintf(stderr,
-            "mem-fuse: draining to the mirror: %s and %llu changes left, "
-            "%.1f MiB/s%s (a second Ctrl-C or SIGTERM exits without them)\n",
-            MiB(b.data_bytes).c_str(),
-            static_cast<unsigned long long>(b.mutations), rate,
-            stuck.c_str());
+            "mem-fuse: %s (a second Ctrl-C or SIGTERM exits without them)\n",
+            line.c_str());
+    if (report) report(line);
     acked_at_last = b.acked_bytes;
     last = now;
     next_report = now + absl::Seconds(1);

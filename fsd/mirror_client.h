@@ -20,9 +20,11 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -63,9 +65,11 @@ class MirrorClient : public MirrorReader {
   void Abandon();
 
   // Waits until the mirror has everything, printing progress to stderr every
-  // second once it takes longer than one. Returns false, saying what was not
-  // mirrored, if `abort` becomes true first.
-  bool Drain(const std::atomic<bool>& abort);
+  // second once it takes longer than one (each line also goes to `report`).
+  // Returns false, saying what was not mirrored, if `abort` becomes true
+  // first.
+  bool Drain(const std::atomic<bool>& abort,
+             const std::function<void(std::string_view)>& report = {});
 
   // What the oldest unacknowledged change is and why the mirror has not
   // taken it (the agent's retry state), for a drain that makes no

@@ -120,7 +120,7 @@ std::atomic<bool> g_flushed{false};
 // unmount. Ends when `done` is set and the event fd written.
 void WatchSignals(fuse_session* se, std::string mountpoint,
                   pthread_t loop_thread, const std::atomic<bool>* done,
-                  std::function<void()> on_forced) {
+                  const SessionHooks* hooks) {
   bool unmounting = false;
   auto end_loop = [&] {
     fuse_session_exit(se);
@@ -136,7 +136,7 @@ void WatchSignals(fuse_session* se, std::string mountpoint,
       // A second signal: nothing waits for the mirror any more, and the
       // loop ends even if the flush never returns.
       LOG(WARNING) << "second signal: ending without waiting for the mirror";
-      if (on_forced) on_forced();
+      if (hooks->on_forced) hooks->on_forced();
       end_loop();
       continue;
     }
@@ -147,6 +147,7 @@ void WatchSignals(fuse_session* se, std::string mountpoint,
     if (unmounting) continue;
     unmounting = true;
     LOG(INFO) << "signal received: unmounting " << mountpoint;
+    if (hooks->on_stopping) hooks->on_stopping();
     // On a thread of its own: the unmount and the flush write the kernel's
     // dirty pages back, which waits for the mirror at the dirty limit, and
     // a second signal must still be heard meanwhile. It touches nothing but
@@ -171,7 +172,7 @@ void WatchSignals(fuse_session* se, std::string mountpoint,
 const std::atomic<bool>& ForcedExit() { return g_forced; }
 
 absl::Status RunSession(const Options& options, ops::Context* ctx,
-                        std::function<void()> on_forced) {
+                        SessionHooks hooks) {
   std::vector<std::string> mount_options = {
       "default_permissions", "fsname=mem-fuse", "subtype=mem-fuse"};
   // Root mounts are shared machine-wide, as a disk would be; permissions are
@@ -221,7 +222,7 @@ absl::Status RunSession(const Options& options, ops::Context* ctx,
   std::atomic<bool> done{false};
   g_mounted = true;
   std::thread watcher(WatchSignals, se, options.mountpoint, pthread_self(),
-                      &done, std::move(on_forced));
+                      &done, &hooks);
   absl::Cleanup stop_watcher = [&] {
     g_mounted = false;
     done = true;
@@ -238,6 +239,7 @@ absl::Status RunSession(const Options& options, ops::Context* ctx,
   // up to 12 background writes at once); with libfuse's default of 10
   // workers they could leave none for reads and lookups.
   fuse_loop_cfg_set_max_threads(loop.get(), 64);
+  if (hooks.on_mounted) hooks.on_mounted();
   const int rc = fuse_session_loop_mt(se, loop.get());
   LOG(INFO) << "unmounting " << options.mountpoint;
   if (rc != 0 && rc != SIGINT && rc != SIGTERM && rc != SIGHUP) {

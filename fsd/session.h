@@ -19,10 +19,18 @@ namespace memfuse::fsd {
 // every dirty page it holds for the mount (data write(2) already accepted);
 // only if the mount is busy does fsd flush the kernel's pages with syncfs
 // and detach it lazily. A second signal ends the session whatever it is
-// waiting for (a flush stuck on a mirror that takes nothing): `on_forced`
-// is called first, to release every wait for the mirror.
+// waiting for (a flush stuck on a mirror that takes nothing). `hooks` are
+// called from the session's threads as it goes.
+struct SessionHooks {
+  // The mount is up and served (a service manager is told READY).
+  std::function<void()> on_mounted;
+  // The first signal: the unmount begins.
+  std::function<void()> on_stopping;
+  // A second signal: release every wait for the mirror.
+  std::function<void()> on_forced;
+};
 absl::Status RunSession(const Options& options, ops::Context* ctx,
-                        std::function<void()> on_forced = {});
+                        SessionHooks hooks = {});
 
 // True once a signal arrived that asks to exit now: a second one during the
 // session, or any after the mount is gone (while draining to the mirror).

@@ -12,17 +12,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/service_notify.h"
 #include "common/unique_fd.h"
 #include "glog/logging.h"
 #include "mirrord/backend/http_backend.h"
@@ -45,6 +50,63 @@ int Fatal(const std::string& message) {
   std::cerr << "mem-fuse-mirrord: " << message << "\n";
   return 1;
 }
+
+// READY=1 once constructed, then STATUS= (and WATCHDOG=1 when
+// WatchdogSec= is set) from a thread of its own until Stop(): the last
+// change applied, and the one being retried with its error. Does nothing
+// without a service manager.
+class ServiceReport {
+ public:
+  ServiceReport(mirrord::MirrorService* service, std::string serving)
+      : service_(service), serving_(std::move(serving)) {
+    if (!memfuse::common::service::Enabled()) return;
+    memfuse::common::service::Ready(serving_);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ServiceReport() { Stop(); }
+
+  void Stop() {
+    {
+      absl::MutexLock l(&mu_);
+      if (done_) return;
+      done_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    memfuse::common::service::Stopping(
+        "stopping: finishing the change being applied");
+  }
+
+ private:
+  void Run() {
+    namespace service = memfuse::common::service;
+    const absl::Duration watchdog = service::WatchdogInterval();
+    absl::Duration tick = absl::Seconds(2);
+    if (watchdog > absl::ZeroDuration()) tick = std::min(tick, watchdog / 2);
+    absl::MutexLock l(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&done_), tick)) {
+      memfuse::mirror::v1::StatusRequest request;
+      memfuse::mirror::v1::StatusResponse status;
+      service_->GetStatus(nullptr, &request, &status);
+      std::string line = absl::StrCat(serving_, "; applied up to change ",
+                                      status.last_applied_seq());
+      if (!status.retrying().empty()) {
+        absl::StrAppend(&line, "; retrying ", status.retrying(), ": ",
+                        status.retrying_error(), " (",
+                        status.retrying_attempts(), " attempts)");
+      } else if (!status.backend_healthy()) {
+        absl::StrAppend(&line, "; mirror failing: ", status.last_error());
+      }
+      service::Status(line);
+      if (watchdog > absl::ZeroDuration()) service::Watchdog();
+    }
+  }
+
+  mirrord::MirrorService* const service_;
+  const std::string serving_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 int Run(const mirrord::Options& options) {
   std::optional<mirrord::User> user;
@@ -184,6 +246,12 @@ int Run(const mirrord::Options& options) {
   if (server == nullptr) return Fatal("cannot start the gRPC server");
   LOG(INFO) << "serving mirror " << mirror_name << " on " << where;
 
+  // A service manager (Type=notify) learns that the socket is served, and
+  // then, every few seconds, where the agent stands.
+  const std::string serving =
+      absl::StrCat("serving mirror ", mirror_name, " on ", where);
+  ServiceReport report(&service, serving);
+
   mirrord::ServeOptions serve;
   serve.server = server.get();
   serve.allowed_uids = &allowed;
@@ -193,6 +261,7 @@ int Run(const mirrord::Options& options) {
 
   // The Apply stream's current mutation is finished (and acknowledged)
   // when Stop() returns; what is left (reads, idle connections) is cut.
+  report.Stop();
   service.Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   server.reset();
@@ -232,6 +301,7 @@ int main(int argc, char** argv) {
     if (parsed.exit_code != 0) std::cerr << "\n";
     return parsed.exit_code;
   }
+  memfuse::common::service::Init();
   FLAGS_logtostderr = true;
   if (parsed.options->verbose) FLAGS_v = 1;
   google::InitGoogleLogging(argv[0]);
