@@ -124,6 +124,19 @@ int FillXattrs(int fd, const XattrShape& shape, int* error) {
   return kManyXattrs;
 }
 
+// A file of `mount` the mirror refused for good: its fsync gives EIO, and
+// the status counts it.
+void ExpectRefused(const std::string& mount, const std::string& name) {
+  const int fd = open((mount + "/" + name).c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_NE(fsync(fd), 0);
+  EXPECT_EQ(errno, EIO);
+  close(fd);
+  const DaemonStatus status(mount);
+  EXPECT_GE(status["mirror_refused_objects"].value_or(0), 1u)
+      << status.text();
+}
+
 // What the mirror's filesystem takes on an object (measured here on an
 // anonymous file beside the mirror's root), the mount takes, and no more:
 // the program is told at once, with that filesystem's errno, and nothing
@@ -188,14 +201,7 @@ TEST_F(StuckMirrorTest, AnXattrTheMirrorCannotStoreHoldsNothingElse) {
   ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(20)));
   EXPECT_EQ(ReadWhole(mirror() + "/other"), "goes on");
   // The file the mirror could not take: fsync says so.
-  const int fd = open((mount() + "/crowded").c_str(), O_RDONLY);
-  ASSERT_GE(fd, 0);
-  EXPECT_NE(fsync(fd), 0);
-  EXPECT_EQ(errno, EIO);
-  close(fd);
-  const DaemonStatus status(mount());
-  EXPECT_GE(status["mirror_refused_objects"].value_or(0), 1u)
-      << status.text();
+  ExpectRefused(mount(), "crowded");
   EXPECT_TRUE(absl::StrContains(ReadWhole(fs().log_path()),
                                 "cannot store xattr"))
       << fs().Log();
@@ -234,14 +240,7 @@ TEST_F(StuckMirrorTest, AFileTheMirrorWillNotChangeHoldsNothingElse) {
   ASSERT_TRUE(MirrorCaughtUp(std::chrono::seconds(20)));
   EXPECT_EQ(ReadWhole(mirror() + "/other"), "goes on");
   EXPECT_EQ(ReadWhole(locked), "before");
-  const int fd = open((mount() + "/locked").c_str(), O_RDONLY);
-  ASSERT_GE(fd, 0);
-  EXPECT_NE(fsync(fd), 0);
-  EXPECT_EQ(errno, EIO);
-  close(fd);
-  const DaemonStatus status(mount());
-  EXPECT_GE(status["mirror_refused_objects"].value_or(0), 1u)
-      << status.text();
+  ExpectRefused(mount(), "locked");
   ASSERT_TRUE(CleanExit(Unmount()));
 }
 
