@@ -32,6 +32,7 @@
 #include "glog/logging.h"
 #include "mirrord/backend/http_backend.h"
 #include "mirrord/backend/local_backend.h"
+#include "mirrord/confine.h"
 #include "mirrord/launch.h"
 #include "mirrord/listener.h"
 #include "mirrord/server.h"
@@ -201,6 +202,12 @@ int Run(const mirrord::Options& options) {
     }
     LOG(INFO) << "running as " << user->name << " (uid " << user->uid
               << ", gid " << user->gid << ")";
+  }
+  // From here on the agent holds only what its mirror needs.
+  if (absl::Status confined = mirrord::DropCapabilities(
+          mirrord::MirrorCapabilities(options.mirror_url.empty()));
+      !confined.ok()) {
+    return Fatal(absl::StrCat("confining the agent: ", confined.message()));
   }
   // A mirror the agent cannot write would stall fsd behind endless
   // retries: say so now instead.
