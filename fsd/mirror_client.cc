@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "common/service_notify.h"
 #include "common/status.h"
+#include "fsd/units.h"
 #include "glog/logging.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/create_channel_posix.h"
@@ -73,10 +74,6 @@ std::string AgentBinary() {
   if (n <= 0) return "mem-fuse-mirrord";
   std::string path(self, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/') + 1) + "mem-fuse-mirrord";
-}
-
-std::string MiB(uint64_t bytes) {
-  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
 }
 
 }  // namespace

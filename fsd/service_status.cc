@@ -8,17 +8,10 @@
 #include "common/service_notify.h"
 #include "fsd/block_budget.h"
 #include "fsd/mutation_log.h"
+#include "fsd/units.h"
 
 namespace memfuse::fsd {
 namespace service = common::service;
-
-namespace {
-
-std::string MiB(uint64_t bytes) {
-  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-}
-
-}  // namespace
 
 ServiceStatus::ServiceStatus(std::string mountpoint, const ops::Context* ctx)
     : mountpoint_(std::move(mountpoint)), ctx_(ctx) {}
