@@ -24,6 +24,11 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
+  // Starts the backend's own threads, if it has any. Called once, after
+  // Open() and after the agent confined itself (confine.h: a thread started
+  // earlier would escape the confinement), before any other call.
+  virtual void Start() {}
+
   // Starts (or restarts) a session: forgets every binding except the root
   // (id 1) and reports where replay resumes for `request.session_id()`.
   virtual absl::StatusOr<pb::HandshakeResponse> Handshake(

@@ -100,8 +100,12 @@ absl::StatusOr<std::unique_ptr<HttpBackend>> HttpBackend::Open(
     backend->node_of_[kRootId] = backend->options_.root_node;
     backend->id_of_node_[backend->options_.root_node] = kRootId;
   }
-  backend->times_thread_ = std::thread([b = backend.get()] { b->TimesLoop(); });
   return backend;
+}
+
+void HttpBackend::Start() {
+  if (times_thread_.joinable()) return;
+  times_thread_ = std::thread([this] { TimesLoop(); });
 }
 
 HttpBackend::HttpBackend(Options options, std::unique_ptr<HttpClient> http)

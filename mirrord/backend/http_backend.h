@@ -97,6 +97,11 @@ class HttpBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<HttpBackend>> Open(Options options);
   ~HttpBackend() override;
 
+  // The thread that keeps the server's modification times (TimesLoop).
+  void Start() override;
+
+  HttpClient& client() { return *http_; }
+
   absl::StatusOr<pb::HandshakeResponse> Handshake(
       const pb::HandshakeRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Bind(const pb::Binding& binding) override

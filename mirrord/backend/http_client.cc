@@ -1,6 +1,9 @@
 #include "mirrord/backend/http_client.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -14,7 +17,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace memfuse::mirrord {
 namespace {
@@ -225,6 +230,23 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(
     return present;
   };
   if (!has_part(CURLUPART_HOST)) return invalid("no host");
+  auto part = [&url](CURLUPart which, unsigned flags) {
+    char* value = nullptr;
+    std::string out;
+    if (curl_url_get(url.get(), which, &value, flags) == CURLUE_OK &&
+        value != nullptr) {
+      out = value;
+    }
+    curl_free(value);
+    return out;
+  };
+  const std::string host = part(CURLUPART_HOST, 0);
+  const std::string scheme = absl::AsciiStrToLower(part(CURLUPART_SCHEME, 0));
+  int port = 0;
+  if (!absl::SimpleAtoi(part(CURLUPART_PORT, CURLU_DEFAULT_PORT), &port) ||
+      port <= 0 || port > 65535) {
+    return invalid("bad port");
+  }
   // Request paths are appended to the base URL: a query or fragment in it
   // would swallow them.
   if (has_part(CURLUPART_QUERY) || base_url.find('?') != std::string::npos) {
@@ -235,11 +257,59 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(
   }
   if (!absl::EndsWith(base_url, "/")) base_url.push_back('/');
   return std::unique_ptr<HttpClient>(
-      new HttpClient(std::move(base_url), options));
+      new HttpClient(std::move(base_url), options, host,
+                     static_cast<uint16_t>(port), scheme == "https"));
 }
 
-HttpClient::HttpClient(std::string base_url, HttpOptions options)
-    : base_url_(std::move(base_url)), options_(options) {}
+HttpClient::HttpClient(std::string base_url, HttpOptions options,
+                       std::string host, uint16_t port, bool https)
+    : base_url_(std::move(base_url)),
+      options_(options),
+      host_(std::move(host)),
+      port_(port),
+      https_(https) {}
+
+absl::Status HttpClient::PinAddress() {
+  in6_addr literal;
+  if (host_.empty() || host_.front() == '[' ||
+      inet_pton(AF_INET, host_.c_str(), &literal) == 1) {
+    return absl::OkStatus();
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host_.c_str(), nullptr, &hints, &found);
+      rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("resolving ", host_, ": ", gai_strerror(rc)));
+  }
+  std::vector<std::string> addresses;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = "";
+    if (a->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr,
+                text, sizeof(text));
+      addresses.push_back(text);
+    } else if (a->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6,
+                &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, text,
+                sizeof(text));
+      addresses.push_back(absl::StrCat("[", text, "]"));
+    }
+  }
+  freeaddrinfo(found);
+  if (addresses.empty()) {
+    return absl::UnavailableError(absl::StrCat("resolving ", host_,
+                                               ": no IPv4 or IPv6 address"));
+  }
+  std::sort(addresses.begin(), addresses.end());
+  addresses.erase(std::unique(addresses.begin(), addresses.end()),
+                  addresses.end());
+  resolve_ =
+      absl::StrCat(host_, ":", port_, ":", absl::StrJoin(addresses, ","));
+  return absl::OkStatus();
+}
 
 HttpClient::~HttpClient() = default;
 
@@ -341,6 +411,13 @@ absl::StatusOr<HttpResponse> HttpClient::Perform(Method method,
   // The mirror is named explicitly; an http_proxy meant for something else
   // in mirrord's environment must not reroute it.
   set(CURLOPT_NOPROXY, "*");
+  Slist pinned;
+  if (!resolve_.empty()) {
+    if (!AppendHeader(pinned, resolve_)) {
+      return absl::ResourceExhaustedError("curl_slist_append");
+    }
+    set(CURLOPT_RESOLVE, pinned.get());
+  }
   set(CURLOPT_FAILONERROR, 0L);  // every status is the caller's to map
   set(CURLOPT_ERRORBUFFER, error);
   set(CURLOPT_WRITEFUNCTION, &WriteBody);

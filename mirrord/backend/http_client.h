@@ -93,6 +93,17 @@ class HttpClient {
   // pages and benchmarks.
   uint64_t requests() const;
   const std::string& base_url() const;
+  // The server's TCP port (the scheme's default when the URL has none), and
+  // whether it is spoken to over TLS.
+  uint16_t port() const { return port_; }
+  bool https() const { return https_; }
+
+  // Resolves the server's name now, once, and sends every later request to
+  // the addresses found (curl's CURLOPT_RESOLVE), so that a confined agent
+  // that may no longer read /etc/hosts or /etc/resolv.conf still reaches
+  // it. A name whose addresses change later is not followed. Nothing to do
+  // for an address literal. Call before any request is in flight.
+  absl::Status PinAddress();
 
  private:
   enum class Method { kGet, kPut, kPost };
@@ -104,7 +115,8 @@ class HttpClient {
   };
   using Easy = std::unique_ptr<void, EasyDeleter>;
 
-  HttpClient(std::string base_url, HttpOptions options);
+  HttpClient(std::string base_url, HttpOptions options, std::string host,
+             uint16_t port, bool https);
 
   // One transfer. `out` is null except for ReadInto.
   absl::StatusOr<HttpResponse> Perform(Method method, std::string_view path,
@@ -118,6 +130,10 @@ class HttpClient {
 
   const std::string base_url_;  // ends with '/'
   const HttpOptions options_;
+  const std::string host_;  // as in the URL ("[::1]" for IPv6 literals)
+  const uint16_t port_;
+  const bool https_;
+  std::string resolve_;  // "host:port:addr,..." once PinAddress() found one
   std::atomic<uint64_t> requests_{0};
 
   absl::Mutex mu_;

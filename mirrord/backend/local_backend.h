@@ -80,6 +80,10 @@ class LocalBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<LocalBackend>> Open(
       const std::string& path);
 
+  // The mirror root, opened by Open(): what the agent's confinement lets it
+  // reach (confine.h).
+  int root_fd() const { return dir_.root(); }
+
   LocalBackend(const LocalBackend&) = delete;
   LocalBackend& operator=(const LocalBackend&) = delete;
   ~LocalBackend() override = default;

@@ -35,6 +35,7 @@ struct LocalMirror {
     absl::StatusOr<std::unique_ptr<LocalBackend>> b =
         LocalBackend::Open(base + "/mirror");
     if (!b.ok()) return b.status();
+    (*b)->Start();
     backend = std::move(*b);
     return absl::OkStatus();
   }

@@ -30,6 +30,7 @@ class HttpBackendTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<HttpBackend>> backend =
         HttpBackend::Open(options);
     ASSERT_TRUE(backend.ok()) << backend.status();
+    (*backend)->Start();
     backend_ = std::move(*backend);
     pb::HandshakeRequest hello;
     hello.set_session_id(42);

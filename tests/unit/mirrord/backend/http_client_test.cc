@@ -299,6 +299,23 @@ TEST_F(HttpClientTest, GetSendsThePathRawAndTheQuery) {
   EXPECT_EQ(all[0].body, "");
 }
 
+TEST_F(HttpClientTest, APinnedNameKeepsItsHostHeaderAndPort) {
+  absl::StatusOr<std::unique_ptr<HttpClient>> client =
+      HttpClient::Create(absl::StrCat("http://localhost:", port_, "/"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ((*client)->port(), port_);
+  EXPECT_FALSE((*client)->https());
+  ASSERT_TRUE((*client)->PinAddress().ok());
+  absl::StatusOr<HttpResponse> response = (*client)->Get("echo/x");
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status, 200);
+
+  absl::StatusOr<std::unique_ptr<HttpClient>> default_port =
+      HttpClient::Create("http://example.invalid/");
+  ASSERT_TRUE(default_port.ok());
+  EXPECT_EQ((*default_port)->port(), 80);
+}
+
 TEST_F(HttpClientTest, PutSendsItsBody) {
   const std::string body("put\0body\xff", 9);
   absl::StatusOr<HttpResponse> response =
