@@ -1,4 +1,5 @@
 // mem-fuse (fsd): parse flags, mount, run.
+#include <linux/capability.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -6,6 +7,7 @@
 #include <iostream>
 #include <memory>
 
+#include "common/capabilities.h"
 #include "common/service_notify.h"
 #include "fsd/block_budget.h"
 #include "fsd/mirror_client.h"
@@ -36,6 +38,31 @@ int main(int argc, char** argv) {
 
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+
+  // Root's fsd keeps what it needs for its whole life, and no more (before
+  // any thread starts: capabilities are per thread):
+  //   CAP_SYS_ADMIN      mount and unmount; the agent's mount namespace
+  //   CAP_SYS_CHROOT     the agent's way back when that namespace fails
+  //   CAP_DAC_OVERRIDE   reach a mountpoint and mirror of any mode
+  //   CAP_CHOWN, CAP_FOWNER, CAP_FSETID, CAP_MKNOD
+  //                      what a local mirror's agent keeps (an agent it
+  //                      starts again gets at most what fsd has)
+  //   CAP_SETUID, CAP_SETGID, CAP_SETPCAP
+  //                      the agent's change of user and its own drop
+  //   CAP_KILL           end an agent that runs as another user
+  // The rest (raw I/O, modules, ptrace, the network's administration,
+  // ...) leaves every set, its children's too.
+  if (memfuse::common::HasCapability(CAP_SETPCAP)) {
+    if (absl::Status kept = memfuse::common::KeepOnlyCapabilities(
+            {CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_DAC_OVERRIDE, CAP_CHOWN,
+             CAP_FOWNER, CAP_FSETID, CAP_MKNOD, CAP_SETUID, CAP_SETGID,
+             CAP_SETPCAP, CAP_KILL});
+        !kept.ok()) {
+      std::cerr << "mem-fuse: dropping capabilities: " << kept.message()
+                << "\n";
+      return 1;
+    }
+  }
 
   BlockBudget budget(options.cache_bytes());
   Tree tree(options.block_bytes(), &budget,

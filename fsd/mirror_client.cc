@@ -147,9 +147,26 @@ absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
 
 void MirrorClient::ReapAgentLocked() {
   if (agent_pid_ <= 0) return;
-  kill(agent_pid_, SIGKILL);
-  int status;
-  while (waitpid(agent_pid_, &status, 0) < 0 && errno == EINTR) {
+  int status = 0;
+  // One that ended by itself says how; one still running is ended here.
+  const bool ended = waitpid(agent_pid_, &status, WNOHANG) == agent_pid_;
+  if (!ended) {
+    kill(agent_pid_, SIGKILL);
+    while (waitpid(agent_pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  // (A filter's kill wins over the SIGKILL sent while it was dying.)
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+    LOG(ERROR) << "mem-fuse-mirrord (pid " << agent_pid_
+               << ") was killed by its seccomp filter: a system call "
+                  "outside its allow-list (the kernel log names it: "
+                  "dmesg | grep type=1326); please report it";
+  } else if (ended && WIFSIGNALED(status)) {
+    LOG(WARNING) << "mem-fuse-mirrord (pid " << agent_pid_
+                 << ") was killed by signal " << WTERMSIG(status);
+  } else if (ended && WEXITSTATUS(status) != 0) {
+    LOG(WARNING) << "mem-fuse-mirrord (pid " << agent_pid_
+                 << ") exited with status " << WEXITSTATUS(status);
   }
   agent_pid_ = -1;
 }

@@ -85,7 +85,8 @@ ParseResult ParseOptions(int argc, const char* const* argv,
       ->transform(common::WholeNumber(0, INT_MAX));
   app.add_option("--user", o.user,
                  "After opening the mirror and the socket, run as this user "
-                 "(needs root)");
+                 "(needs root; an HTTP mirror's agent started as root "
+                 "becomes nobody unless this names another, root included)");
   app.add_option("--allow-uid", o.allow_uids,
                  "A uid allowed to connect (repeatable); default: 0 and the "
                  "agent's own uid")

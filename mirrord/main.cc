@@ -7,6 +7,7 @@
 // uids allowed by default can reach it: root (fsd usually runs as root for
 // /dev/fuse) and the agent's own. A mirror directory created here is given
 // to that user too; an existing one is left as it is.
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -18,15 +19,18 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/capabilities.h"
 #include "common/service_notify.h"
 #include "common/unique_fd.h"
 #include "glog/logging.h"
@@ -109,7 +113,31 @@ class ServiceReport {
   std::thread thread_;
 };
 
+// The user an HTTP agent started as root becomes when --user does not say:
+// `nobody`, or uid and gid 65534 where there is no such entry.
+mirrord::User UnprivilegedUser() {
+  absl::StatusOr<mirrord::User> nobody = mirrord::LookUpUser("nobody");
+  if (nobody.ok()) return *nobody;
+  return mirrord::User{"nobody", 65534, 65534};
+}
+
+// Trees a confined HTTP agent may still read: the TLS trust store, where
+// Debian and others keep it.
+std::vector<std::string> TrustStorePaths() {
+  return {"/etc/ssl", "/usr/share/ca-certificates", "/usr/lib/ssl",
+          "/etc/pki"};
+}
+
+// Files every confined agent still reads: the local time zone (log lines),
+// the CPUs online (thread pools), the clock's rate (abseil's timers),
+// and the kernel's overcommit policy (glibc's allocator).
+std::vector<std::string> RuntimeReadPaths() {
+  return {"/etc/localtime", "/sys/devices/system/cpu",
+          "/proc/sys/vm/overcommit_memory"};
+}
+
 int Run(const mirrord::Options& options) {
+  const bool local = options.mirror_url.empty();
   std::optional<mirrord::User> user;
   if (!options.user.empty()) {
     if (geteuid() != 0) {
@@ -121,6 +149,9 @@ int Run(const mirrord::Options& options) {
                                    found.status().message()));
     }
     user = *found;
+  } else if (!local && geteuid() == 0) {
+    // An HTTP mirror needs nothing of root's.
+    user = UnprivilegedUser();
   }
   if (options.fd >= 0) {
     struct stat st;
@@ -134,15 +165,22 @@ int Run(const mirrord::Options& options) {
   // user if missing, an HTTP one must answer now (within its connect
   // timeout), never a hang.
   std::unique_ptr<mirrord::Backend> backend;
-  const std::string mirror_name = options.mirror_url.empty()
-                                      ? options.mirror_path
-                                      : options.mirror_url;
-  if (!options.mirror_url.empty()) {
+  mirrord::ConfinePlan plan;
+  plan.kind = local ? mirrord::MirrorKind::kLocal : mirrord::MirrorKind::kHttp;
+  plan.keep_capabilities = mirrord::MirrorCapabilities(local);
+  plan.user = user;
+  plan.seccomp = mirrord::SeccompModeFromEnvironment();
+  plan.read_only_paths = RuntimeReadPaths();
+  const std::string mirror_name = local ? options.mirror_path
+                                        : options.mirror_url;
+  if (!local) {
     mirrord::HttpBackend::Options http;
     http.base_url = options.mirror_url;
     http.root_node = options.root_node;
-    http.uid = user ? user->uid : geteuid();
-    http.gid = user ? user->gid : getegid();
+    // The owner shown for the server's files: whoever started the agent,
+    // or the user --user names.
+    http.uid = !options.user.empty() ? user->uid : geteuid();
+    http.gid = !options.user.empty() ? user->gid : getegid();
     // Tests shorten the per-request timeout to see a slow server's answer
     // turn into EIO without waiting half a minute.
     if (const char* ms = getenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS")) {
@@ -152,6 +190,17 @@ int Run(const mirrord::Options& options) {
         mirrord::HttpBackend::Open(std::move(http));
     if (!opened.ok()) {
       return Fatal(absl::StrCat("mirror ", opened.status().message()));
+    }
+    // Once confined, the agent reads neither /etc/hosts nor resolv.conf.
+    if (absl::Status pinned = (*opened)->client().PinAddress(); !pinned.ok()) {
+      return Fatal(absl::StrCat("mirror ", options.mirror_url, ": ",
+                                pinned.message()));
+    }
+    plan.tcp_port = (*opened)->client().port();
+    if ((*opened)->client().https()) {
+      for (std::string& path : TrustStorePaths()) {
+        plan.read_only_paths.push_back(std::move(path));
+      }
     }
     backend = std::move(*opened);
   } else {
@@ -166,13 +215,18 @@ int Run(const mirrord::Options& options) {
       return Fatal(absl::StrCat("mirror ", options.mirror_path, ": ",
                                 opened.status().message()));
     }
+    plan.mirror_root_fd = (*opened)->root_fd();
     backend = std::move(*opened);
   }
 
   // The way in.
   UniqueFd listen_fd;
   std::string where;
-  ino_t socket_ino = 0;  // of the socket file made for --listen
+  // --listen: the socket file, removed at exit if it is still ours,
+  // through its directory (opened now: the agent cannot name it later).
+  UniqueFd socket_dir;
+  std::string socket_name;
+  ino_t socket_ino = 0;
   if (!options.listen_path.empty()) {
     absl::StatusOr<UniqueFd> fd = mirrord::ListenOnPath(
         options.listen_path, user ? user->uid : static_cast<uid_t>(-1),
@@ -183,8 +237,19 @@ int Run(const mirrord::Options& options) {
     }
     listen_fd = std::move(*fd);
     where = options.listen_path;
+    const size_t slash = options.listen_path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0 ? "/"
+                                         : options.listen_path.substr(0, slash);
+    socket_name = options.listen_path.substr(slash + 1);
+    socket_dir = UniqueFd(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     struct stat st;
-    if (lstat(options.listen_path.c_str(), &st) == 0) socket_ino = st.st_ino;
+    if (socket_dir.valid() &&
+        fstatat(socket_dir.get(), socket_name.c_str(), &st,
+                AT_SYMLINK_NOFOLLOW) == 0) {
+      socket_ino = st.st_ino;
+    }
+    plan.socket_dir_fd = socket_dir.get();
   } else if (options.activation) {
     absl::StatusOr<UniqueFd> fd = mirrord::TakeActivationSocket();
     if (!fd.ok()) return Fatal(std::string(fd.status().message()));
@@ -194,25 +259,33 @@ int Run(const mirrord::Options& options) {
     where = absl::StrCat("fd ", options.fd);
   }
 
+  // From here on the agent holds only what its mirror needs, and parses
+  // nothing from fsd before this point.
+  absl::StatusOr<mirrord::ConfineReport> confined = mirrord::Confine(plan);
+  if (!confined.ok()) {
+    return Fatal(absl::StrCat("confining the agent: ",
+                              confined.status().message()));
+  }
   if (user.has_value()) {
-    absl::Status dropped = mirrord::DropPrivileges(*user);
-    if (!dropped.ok()) {
-      return Fatal(
-          absl::StrCat("--user ", user->name, ": ", dropped.message()));
-    }
     LOG(INFO) << "running as " << user->name << " (uid " << user->uid
               << ", gid " << user->gid << ")";
   }
-  // From here on the agent holds only what its mirror needs.
-  if (absl::Status confined = mirrord::DropCapabilities(
-          mirrord::MirrorCapabilities(options.mirror_url.empty()));
-      !confined.ok()) {
-    return Fatal(absl::StrCat("confining the agent: ", confined.message()));
+  for (const std::string& skipped : confined->skipped) {
+    LOG(WARNING) << skipped;
   }
+  LOG(INFO) << "confined: uid " << geteuid() << ", capabilities "
+            << memfuse::common::CapabilityNames(
+                   geteuid() == 0 ? plan.keep_capabilities : std::vector<int>{})
+            << (confined->mount_namespace ? ", own mount namespace" : "")
+            << (confined->landlock_abi > 0
+                    ? absl::StrCat(", Landlock ABI ", confined->landlock_abi)
+                    : std::string())
+            << ", seccomp"
+            << (plan.seccomp == mirrord::SeccompMode::kLog ? " (log only)"
+                                                            : "");
   // A mirror the agent cannot write would stall fsd behind endless
   // retries: say so now instead.
-  if (!options.mirror_path.empty() &&
-      access(options.mirror_path.c_str(), W_OK | X_OK) != 0) {
+  if (local && faccessat(plan.mirror_root_fd, ".", W_OK | X_OK, 0) != 0) {
     if (errno == EACCES) {
       return Fatal(absl::StrCat("mirror ", options.mirror_path,
                                 ": not writable by uid ", geteuid(),
@@ -221,6 +294,7 @@ int Run(const mirrord::Options& options) {
     LOG(WARNING) << "mirror " << options.mirror_path
                  << " is not writable: " << std::strerror(errno);
   }
+  backend->Start();
   absl::flat_hash_set<uid_t> allowed(options.allow_uids.begin(),
                                      options.allow_uids.end());
   if (allowed.empty()) allowed = {0, getuid()};
@@ -276,9 +350,10 @@ int Run(const mirrord::Options& options) {
   if (socket_ino != 0) {
     // Remove the socket file if it is still ours (and we still may).
     struct stat st;
-    if (lstat(options.listen_path.c_str(), &st) == 0 &&
+    if (fstatat(socket_dir.get(), socket_name.c_str(), &st,
+                AT_SYMLINK_NOFOLLOW) == 0 &&
         st.st_ino == socket_ino) {
-      unlink(options.listen_path.c_str());
+      unlinkat(socket_dir.get(), socket_name.c_str(), 0);
     }
   }
   if (!stopped.ok()) {

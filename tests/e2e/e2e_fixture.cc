@@ -12,7 +12,9 @@
 #include <fstream>
 #include <iostream>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -178,6 +180,23 @@ void E2eTest::DumpLogs() {
 }
 
 void E2eTest::TearDown() {
+  // A call missing from the agent's seccomp allow-list is a failure with
+  // the call's name, whatever the test was looking at.
+  bool filtered = fs_ != nullptr &&
+                  absl::StrContains(fs_->Log(), "killed by its seccomp filter");
+  std::vector<ChildProcess*> agents = {agent_.get()};
+  for (const auto& a : dead_agents_) agents.push_back(a.get());
+  for (ChildProcess* a : agents) {
+    if (a == nullptr) continue;
+    std::optional<ExitInfo> exit = a->WaitForExit(std::chrono::milliseconds(0));
+    filtered |= exit.has_value() && !exit->exited &&
+                exit->code_or_signal == SIGSYS;
+  }
+  if (filtered) {
+    ADD_FAILURE() << "mem-fuse-mirrord was killed by its seccomp filter; "
+                     "the kernel log says:\n"
+                  << SeccompKills();
+  }
   if (HasFailure()) DumpLogs();
   NoteAgents();
   // Unmount and stop the daemon first: it drains into the agent.

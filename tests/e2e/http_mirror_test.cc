@@ -168,10 +168,14 @@ TEST_F(HttpMirrorTest, SequentialWritesCostAboutOneRequestPerBlock) {
   const int64_t writes = server_.RequestCount(FakeInvariantServer::kWrite);
   const int64_t total = server_.TotalRequests();
   EXPECT_EQ(server_.BytesWritten(), static_cast<int64_t>(kSize));
-  // 64 blocks of 256 KiB: one POST each, plus a handful for the create,
-  // the times and the sync.
+  // 64 blocks of 256 KiB: one POST each, plus a handful for the create
+  // and the times. The group commits (syncs) come every few hundred
+  // milliseconds while writes arrive, so their number follows the
+  // machine's speed: bounded by the writes, not counted with the rest.
+  const int64_t syncs = server_.RequestCount(FakeInvariantServer::kSync);
   EXPECT_LE(writes, 64 + 2);
-  EXPECT_LE(total, writes + 12) << "requests besides the writes";
+  EXPECT_LE(syncs, writes);
+  EXPECT_LE(total - syncs, writes + 10) << "requests besides the writes";
   std::string why;
   EXPECT_TRUE(FileHoldsStream(mount() + "/big", 7, kSize, &why)) << why;
   ASSERT_TRUE(CleanExit(Unmount()));

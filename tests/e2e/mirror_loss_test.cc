@@ -90,9 +90,13 @@ class HttpLossTest : public E2eTest {
         << DaemonStatus(mount()).text();
 
     pid_t agent = kill_agent_too ? WaitForMirrordChild() : 0;
-    if (kill_agent_too) ASSERT_NE(agent, 0);
+    if (kill_agent_too) {
+      ASSERT_NE(agent, 0);
+    }
     server_->Stop();
-    if (agent != 0) ASSERT_EQ(kill(agent, SIGKILL), 0);
+    if (agent != 0) {
+      ASSERT_EQ(kill(agent, SIGKILL), 0);
+    }
     ASSERT_TRUE(server_->Restart(absl::Seconds(1)).ok());
 
     ASSERT_TRUE(RunBounded("the files after the restart", kWorkloadTimeout,

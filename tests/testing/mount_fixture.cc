@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <seccomp.h>
+#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -21,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -512,6 +515,39 @@ void MountTest::TearDown() {
   }
   fs_.reset();
   native_.reset();
+}
+
+std::string SeccompKills(absl::string_view exe) {
+  constexpr int kReadAll = 3;     // SYSLOG_ACTION_READ_ALL
+  constexpr int kBufferSize = 10;  // SYSLOG_ACTION_SIZE_BUFFER
+  const int size = klogctl(kBufferSize, nullptr, 0);
+  if (size <= 0) return "";
+  std::string log(static_cast<size_t>(size), '\0');
+  const int n = klogctl(kReadAll, log.data(), size);
+  if (n <= 0) return "";
+  log.resize(static_cast<size_t>(n));
+  const std::string wanted = absl::StrCat("/", exe, "\"");
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (!absl::StrContains(line, "type=1326") ||
+        !absl::StrContains(line, wanted)) {
+      continue;
+    }
+    std::string out(line);
+    const size_t at = line.find(" syscall=");
+    int nr = -1;
+    if (at != absl::string_view::npos &&
+        absl::SimpleAtoi(line.substr(at + 9, line.find(' ', at + 9) - at - 9),
+                         &nr)) {
+      char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+      absl::StrAppend(&out, "  <- ", name != nullptr ? name : "?");
+      free(name);
+    }
+    lines.push_back(std::move(out));
+  }
+  constexpr size_t kLast = 10;
+  if (lines.size() > kLast) lines.erase(lines.begin(), lines.end() - kLast);
+  return lines.empty() ? "" : absl::StrJoin(lines, "\n") + "\n";
 }
 
 }  // namespace memfuse::testing

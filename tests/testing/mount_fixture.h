@@ -204,6 +204,12 @@ std::vector<pid_t> ChildPids(pid_t parent, absl::string_view comm_prefix = "");
 // `comm_prefix`.
 bool ProcessAlive(pid_t pid, absl::string_view comm_prefix = "");
 
+// The kernel log's last lines about runs of the program `exe` killed by a
+// seccomp filter (audit type=1326), each followed by the system call's
+// name; what a test prints when mem-fuse-mirrord met a call its allow-list
+// lacks. Empty when there are none, or the log cannot be read.
+std::string SeccompKills(absl::string_view exe = "mem-fuse-mirrord");
+
 // Runs `argv` (argv[0] is a path) with stdout/stderr captured, waiting at most
 // `timeout`; kills it (by its PID) on timeout. Returns the exit and output.
 struct CommandResult {
