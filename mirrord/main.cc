@@ -138,6 +138,7 @@ std::vector<std::string> RuntimeReadPaths() {
 
 int Run(const mirrord::Options& options) {
   const bool local = options.mirror_url.empty();
+  const uid_t started_as = getuid();
   std::optional<mirrord::User> user;
   if (!options.user.empty()) {
     if (geteuid() != 0) {
@@ -228,6 +229,9 @@ int Run(const mirrord::Options& options) {
   std::string socket_name;
   ino_t socket_ino = 0;
   if (!options.listen_path.empty()) {
+    // The socket file goes to the agent's user, so that it may remove it
+    // at exit where the directory lets owners do so (/tmp); who may talk
+    // to it is the peer check's to say (below).
     absl::StatusOr<UniqueFd> fd = mirrord::ListenOnPath(
         options.listen_path, user ? user->uid : static_cast<uid_t>(-1),
         user ? user->gid : static_cast<gid_t>(-1));
@@ -297,7 +301,12 @@ int Run(const mirrord::Options& options) {
   backend->Start();
   absl::flat_hash_set<uid_t> allowed(options.allow_uids.begin(),
                                      options.allow_uids.end());
-  if (allowed.empty()) allowed = {0, getuid()};
+  // By default root and the agent's own user may connect; when that user
+  // is nobody by default (an HTTP agent started as root), not nobody,
+  // which other daemons share, but whoever started the agent.
+  if (allowed.empty()) {
+    allowed = {0, !options.user.empty() ? user->uid : started_as};
+  }
 
   if (options.fd >= 0) {
     absl::Status peer = mirrord::CheckPeer(options.fd, allowed);

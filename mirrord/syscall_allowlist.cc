@@ -36,8 +36,8 @@ constexpr std::string_view kMeasuredBoth[] = {
 
 // Measured: a local mirror's file operations.
 constexpr std::string_view kMeasuredLocal[] = {
-    "access",       "chmod",        "faccessat2",      "fallocate",
-    "fchmod",       "fchownat",     "fgetxattr",       "flistxattr",
+    "chmod",        "faccessat2",   "fallocate",       "fchmod",
+    "fchownat",     "fgetxattr",    "flistxattr",
     "fremovexattr", "fsetxattr",    "fstatfs",         "fsync",
     "ftruncate",    "getdents64",   "geteuid",         "lgetxattr",
     "linkat",       "llistxattr",   "mkdirat",         "mknodat",

@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "tests/mirrord/mirrord_process.h"
+#include "tests/testing/fake_invariant_server.h"
 
 namespace memfuse::mirrord_test {
 namespace {
@@ -37,6 +38,7 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using memfuse::testing::FakeInvariantServer;
 
 constexpr uint64_t kRoot = 1;
 constexpr uint64_t kSession = 0xfeedf00d;
@@ -419,6 +421,29 @@ TEST_F(MirrordTest, DropsToTheGivenUser) {
   std::optional<Exit> exit = agent->SignalAndWait(SIGTERM, kTimeout);
   ASSERT_TRUE(exit.has_value());
   EXPECT_TRUE(exit->exited && exit->code_or_signal == 0) << ToString(*exit);
+}
+
+// An HTTP agent started as root becomes nobody, a user other daemons
+// share: they may not talk to it for that.
+TEST_F(MirrordTest, AnHttpAgentBecomesNobodyAndNobodyMayNotConnect) {
+  FakeInvariantServer server;
+  ASSERT_TRUE(server.Start().ok());
+  auto agent = StartArgv({MirrordBinary(), "--mirror", server.base_url(),
+                          "--listen", socket_},
+                         "serving mirror");
+  ASSERT_NE(agent, nullptr);
+  const std::string status =
+      ReadFile(absl::StrCat("/proc/", agent->pid(), "/status"));
+  EXPECT_TRUE(absl::StrContains(status, "\nUid:\t65534\t65534\t65534\t65534\n"))
+      << status;
+  EXPECT_TRUE(absl::StrContains(Log(), "running as nobody"));
+  ASSERT_EQ(chmod(socket_.c_str(), 0666), 0);
+  EXPECT_EQ(ProbeAs(kNobody, socket_), 3);
+  EXPECT_TRUE(Handshake(ConnectUnix(socket_).get(), kSession).ok());
+  std::optional<Exit> exit = agent->SignalAndWait(SIGTERM, kTimeout);
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_TRUE(exit->exited && exit->code_or_signal == 0) << ToString(*exit);
+  server.Stop();
 }
 
 TEST_F(MirrordTest, AMirrorTheUserCannotWriteIsAnErrorAtStart) {
