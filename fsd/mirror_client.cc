@@ -67,15 +67,6 @@ grpc::ChannelArguments ChannelArgs() {
   return args;
 }
 
-// The agent binary installed beside this one.
-std::string AgentBinary() {
-  char self[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return "mem-fuse-mirrord";
-  std::string path(self, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/') + 1) + "mem-fuse-mirrord";
-}
-
 }  // namespace
 
 MirrorClient::MirrorClient(const Options& options, Tree* tree,
@@ -85,92 +76,6 @@ MirrorClient::MirrorClient(const Options& options, Tree* tree,
 
 MirrorClient::~MirrorClient() { Stop(); }
 
-absl::StatusOr<pid_t> MirrorClient::SpawnAgent(int fd) {
-  const std::string binary = AgentBinary();
-  std::vector<std::string> args = {"mem-fuse-mirrord", "--mirror",
-                                   options_.mirror_spec, "--fd", "3"};
-  if (options_.root_node.has_value()) {
-    args.push_back("--root");
-    args.push_back(absl::StrCat(*options_.root_node));
-  }
-  const int region_fd = region_ != nullptr ? region_->fd() : -1;
-  if (region_fd >= 0) {
-    args.push_back("--data-fd");
-    args.push_back("4");
-  }
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // The agent must not speak to fsd's service manager for it.
-  std::vector<std::string> env = common::service::ChildEnvironment();
-  std::vector<char*> envp;
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return common::ErrnoStatus(errno, "fork");
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec. Its own process group keeps
-    // a terminal's Ctrl-C away from the agent while fsd drains into it; it
-    // ends with fsd.
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    // The socket to 3, the region to 4, neither closed on exec. dup2 onto
-    // itself keeps close-on-exec, so a descriptor already in place is
-    // cleared by hand; one in the way of the other is moved first.
-    int socket_fd = fd;
-    int data_fd = region_fd;
-    if (data_fd == 3) {
-      data_fd = fcntl(3, F_DUPFD_CLOEXEC, 5);
-      if (data_fd < 0) _exit(126);
-    }
-    if (socket_fd == 4 && data_fd >= 0) {
-      socket_fd = fcntl(4, F_DUPFD_CLOEXEC, 5);
-      if (socket_fd < 0) _exit(126);
-    }
-    if (socket_fd == 3) {
-      fcntl(3, F_SETFD, 0);
-    } else if (dup2(socket_fd, 3) < 0) {
-      _exit(126);
-    }
-    if (data_fd == 4) {
-      fcntl(4, F_SETFD, 0);
-    } else if (data_fd >= 0 && dup2(data_fd, 4) < 0) {
-      _exit(126);
-    }
-    execve(binary.c_str(), argv.data(), envp.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void MirrorClient::ReapAgentLocked() {
-  if (agent_pid_ <= 0) return;
-  int status = 0;
-  // One that ended by itself says how; one still running is ended here.
-  const bool ended = waitpid(agent_pid_, &status, WNOHANG) == agent_pid_;
-  if (!ended) {
-    kill(agent_pid_, SIGKILL);
-    while (waitpid(agent_pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
-  // (A filter's kill wins over the SIGKILL sent while it was dying.)
-  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
-    LOG(ERROR) << "mem-fuse-mirrord (pid " << agent_pid_
-               << ") was killed by its seccomp filter: a system call "
-                  "outside its allow-list (the kernel log names it: "
-                  "dmesg | grep type=1326); please report it";
-  } else if (ended && WIFSIGNALED(status)) {
-    LOG(WARNING) << "mem-fuse-mirrord (pid " << agent_pid_
-                 << ") was killed by signal " << WTERMSIG(status);
-  } else if (ended && WEXITSTATUS(status) != 0) {
-    LOG(WARNING) << "mem-fuse-mirrord (pid " << agent_pid_
-                 << ") exited with status " << WEXITSTATUS(status);
-  }
-  agent_pid_ = -1;
-}
-
 absl::Status MirrorClient::ConnectLocked() {
   stub_.reset();
   if (!options_.mirror_socket.empty()) {
@@ -179,18 +84,21 @@ absl::Status MirrorClient::ConnectLocked() {
         ChannelArgs()));
     return absl::OkStatus();
   }
-  ReapAgentLocked();
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return common::ErrnoStatus(errno, "socketpair");
   }
-  absl::StatusOr<pid_t> pid = SpawnAgent(sv[1]);
-  close(sv[1]);
-  if (!pid.ok()) {
-    close(sv[0]);
-    return pid.status();
+  if (agent_ == nullptr) {
+    agent_ = std::make_unique<AgentProcess>(AgentProcess::Spec{
+        options_.mirror_spec, options_.root_node,
+        region_ != nullptr ? region_->fd() : -1});
   }
-  agent_pid_ = *pid;
+  absl::Status started = agent_->Start(sv[1]);
+  close(sv[1]);
+  if (!started.ok()) {
+    close(sv[0]);
+    return started;
+  }
   // The channel owns sv[0] from here.
   stub_ = memfuse::mirror::v1::Mirror::NewStub(
       grpc::CreateCustomInsecureChannelFromFd("mem-fuse-mirrord", sv[0],
@@ -444,16 +352,10 @@ absl::Status MirrorClient::Start() {
     if (!status.ok() && options_.mirror_socket.empty()) {
       // A spawned agent that exited has said why on stderr already.
       absl::MutexLock l(&mu_);
-      int wait_status;
-      if (agent_pid_ > 0 &&
-          waitpid(agent_pid_, &wait_status, WNOHANG) == agent_pid_) {
-        agent_pid_ = -1;
+      if (std::optional<std::string> ended =
+              agent_ != nullptr ? agent_->Ended() : std::nullopt) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "mem-fuse-mirrord exited (",
-            WIFEXITED(wait_status)
-                ? absl::StrCat("status ", WEXITSTATUS(wait_status))
-                : absl::StrCat("signal ", WTERMSIG(wait_status)),
-            ") before answering"));
+            "mem-fuse-mirrord exited (", *ended, ") before answering"));
       }
     }
     if (status.ok() || absl::Now() >= give_up ||
@@ -464,7 +366,7 @@ absl::Status MirrorClient::Start() {
   }
   if (!status.ok()) {
     absl::MutexLock l(&mu_);
-    ReapAgentLocked();
+    if (agent_ != nullptr) agent_->End();
     return status;
   }
   runner_ = std::thread([this] { Run(); });
@@ -793,19 +695,9 @@ void MirrorClient::Stop() {
   if (repairer_.joinable()) repairer_.join();
   absl::MutexLock l(&mu_);
   stub_.reset();
-  if (agent_pid_ > 0) {
-    // The agent exits when its connection closes; give it a moment to
-    // finish what it is applying.
-    for (int i = 0; i < 50; ++i) {
-      int status;
-      if (waitpid(agent_pid_, &status, WNOHANG) == agent_pid_) {
-        agent_pid_ = -1;
-        return;
-      }
-      absl::SleepFor(absl::Milliseconds(40));
-    }
-    ReapAgentLocked();
-  }
+  // The agent exits when its connection closes; give it a moment to
+  // finish what it is applying.
+  if (agent_ != nullptr) agent_->Stop(absl::Seconds(2));
 }
 
 }  // namespace memfuse::fsd

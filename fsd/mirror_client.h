@@ -34,6 +34,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/shared_region.h"
+#include "fsd/agent_process.h"
 #include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
 #include "fsd/options.h"
@@ -98,8 +99,6 @@ class MirrorClient : public MirrorReader {
 
   // A new channel: a freshly spawned agent or the socket.
   absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<pid_t> SpawnAgent(int fd);
-  void ReapAgentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Handshake on the current channel; rewinds the log to what the agent
   // has applied and sends the bindings.
   absl::Status HandshakeAndBind(bool first);
@@ -133,7 +132,8 @@ class MirrorClient : public MirrorReader {
   // Shared with the reads in flight on FUSE threads, which may outlive a
   // reconnect.
   std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
-  pid_t agent_pid_ ABSL_GUARDED_BY(mu_) = -1;
+  // The agent fsd started (--mirror), made at the first connect.
+  std::unique_ptr<AgentProcess> agent_ ABSL_GUARDED_BY(mu_);
   // The live Apply stream's call, for Stop() to cancel.
   grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 
