@@ -1,4 +1,9 @@
 // The local mirror: a plain 1:1 copy of the mount in a directory on disk.
+// Its code, by job: local_backend.cc (session, replay state, ids, the
+// front of Apply), local_backend_changes.cc (namespace and attribute
+// changes), local_backend_data.cc (file data, direct I/O),
+// local_backend_reads.cc (listings, stat, status), local_posix.h (the
+// mapping onto POSIX calls they share).
 //
 // Same names, modes, owners (where the agent may), times, symlinks, hard
 // links, special files and user xattrs as the mount; no bookkeeping file
