@@ -1,5 +1,9 @@
 // The remote mirror: an "Invariant files" HTTP server
-// (../shared/invariant-files-api.md), through libcurl.
+// (../shared/invariant-files-api.md), through libcurl. Its code, by job:
+// http_backend.cc (opening, requests, ids to nodes, the session, the front
+// of Apply, the group commit), http_backend_changes.cc (the changes),
+// http_backend_reads.cc (the reads), http_api.h (the API's mapping they
+// share).
 //
 // Objects are named by fsd's ids, as with the local mirror; the IdMap keeps
 // each id's names (parent id and name) and the server's node id of each is
