@@ -1,6 +1,10 @@
 // The in-memory filesystem tree: the inode table, the namespace and file
 // contents, with Linux semantics and errno values. Knows nothing of FUSE
-// requests and replies; fsd/ops/ translates between the two.
+// requests and replies; fsd/ops/ translates between the two. Its code, by
+// job: tree.cc (inode table, namespace), tree_file.cc (file data),
+// tree_xattr.cc (xattrs), tree_load.cc (what it loads from the mirror and
+// binds), tree_mirror.cc (reads of the mirror, eviction, readahead),
+// tree_rules.h (the small rules they share).
 //
 // Thread-safe: every public method may be called from any FUSE worker thread.
 // Namespace changes take `mu_` exclusively; lookups, getattr and readdir take
