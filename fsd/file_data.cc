@@ -10,16 +10,14 @@
 #include <sys/mman.h>
 
 #include "common/status.h"
+#include "fsd/block_size.h"
 
 namespace memfuse::fsd {
 namespace {
 
-constexpr uint64_t kMinCapacity = 64;
-
 // The buffer size that holds `needed` bytes of a block of `block_size`.
 uint64_t CapacityFor(uint64_t needed, uint64_t block_size) {
-  if (needed >= block_size) return block_size;
-  return std::max(kMinCapacity, std::bit_ceil(needed));
+  return BlockBufferBytes(needed, block_size);
 }
 
 // Buffers of this size and more are mappings of their own.

@@ -4,6 +4,7 @@
 #include <bit>
 #include <utility>
 
+#include "fsd/block_size.h"
 #include "fsd/inode.h"
 #include "glog/logging.h"
 
@@ -72,9 +73,7 @@ uint64_t MutationLog::Append(pb::Mutation mutation, uint64_t gone) {
 }
 
 uint64_t MutationLog::BlockCharge(uint64_t end) const {
-  // As FileData sizes a block's buffer: a power of two, at least 64 bytes,
-  // at most the block.
-  return std::min(block_size_, std::bit_ceil(std::max<uint64_t>(end, 64)));
+  return BlockBufferBytes(end, block_size_);
 }
 
 uint64_t MutationLog::DirtyCharge(uint64_t offset, uint64_t length) const {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "fsd/block_size.h"
 #include "fsd/inode.h"
 #include "gtest/gtest.h"
 
@@ -25,6 +26,20 @@ class FileDataTest : public ::testing::Test {
 
   BlockBudget budget_{1 << 20};
 };
+
+TEST(BlockSizeTest, ABuffersSizeGrowsByPowersOfTwoUpToTheBlock) {
+  constexpr uint64_t kBlock = 64 << 10;
+  EXPECT_EQ(BlockBufferBytes(0, kBlock), 64u);
+  EXPECT_EQ(BlockBufferBytes(1, kBlock), 64u);
+  EXPECT_EQ(BlockBufferBytes(65, kBlock), 128u);
+  EXPECT_EQ(BlockBufferBytes(5000, kBlock), 8192u);
+  EXPECT_EQ(BlockBufferBytes(kBlock, kBlock), kBlock);
+  EXPECT_EQ(BlockBufferBytes(kBlock + 1, kBlock), kBlock);
+  // What the file data charges is what the dirty set charges for it.
+  for (uint64_t n : {1u, 64u, 100u, 4096u, 40000u, 65536u}) {
+    EXPECT_EQ(FileData::ChargeFor(n, kBlock), BlockBufferBytes(n, kBlock));
+  }
+}
 
 TEST_F(FileDataTest, HolesReadAsZerosAndCostNothing) {
   FileData data(&budget_);
