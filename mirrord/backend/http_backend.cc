@@ -201,18 +201,23 @@ absl::StatusOr<std::optional<json>> HttpBackend::Lookup(uint64_t parent_node,
 
 // --- the session ---
 
-absl::StatusOr<pb::HandshakeResponse> HttpBackend::Handshake(
-    const pb::HandshakeRequest& request) {
-  if (request.block_size() == 0 || request.block_size() > kMaxReadLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_size ", request.block_size(), " is not in 1..", kMaxReadLength));
-  }
+absl::StatusOr<pb::HandshakeResponse> HttpBackend::DescribeMirror() {
   ASSIGN_OR_RETURN(
       json root,
       SendJson(Method::kGet, absl::StrCat("files/info/", options_.root_node)));
   pb::HandshakeResponse response;
-  absl::MutexLock l(&mu_);
-  ids_.Clear();
+  response.set_backend_kind("http");
+  response.set_backend_description(
+      absl::StrCat(http_->base_url(), " node ", options_.root_node));
+  *response.mutable_root() = AttrFromInfo(root, kRootId);
+  // Names as long as Linux allows; xattrs stay in fsd (the API has none),
+  // so their room is fsd's.
+  response.mutable_limits()->set_name_max(kMaxName);
+  return response;
+}
+
+absl::StatusOr<uint64_t> HttpBackend::StartSessionLocked(
+    uint64_t previous_session) {
   local_only_.clear();
   read_only_.clear();
   pending_times_.clear();
@@ -224,41 +229,11 @@ absl::StatusOr<pb::HandshakeResponse> HttpBackend::Handshake(
   // got to in the same session, from the start otherwise (every
   // mutation is safe to apply on its own result).
   const uint64_t resume =
-      request.session_id() == session_id_ ? acks_.last_applied_seq : 0;
-  session_id_ = request.session_id();
-  acks_.last_applied_seq = resume;
+      previous_session == session_id_ ? acks_.last_applied_seq : 0;
   applied_seq_ = resume;
   has_unsaved_ = false;
   unsaved_writes_.clear();
-  block_size_ = request.block_size();
-  LOG(INFO) << "session " << absl::StrFormat("%016x", session_id_)
-            << ": block size " << block_size_ << ", last applied seq "
-            << resume;
-  response.set_protocol_version(1);
-  response.set_backend_kind("http");
-  response.set_backend_description(
-      absl::StrCat(http_->base_url(), " node ", options_.root_node));
-  *response.mutable_root() = AttrFromInfo(root, kRootId);
-  response.set_last_applied_seq(resume);
-  response.set_needs_bindings(true);
-  // Names as long as Linux allows; xattrs stay in fsd (the API has none),
-  // so their room is fsd's.
-  response.mutable_limits()->set_name_max(kMaxName);
-  return response;
-}
-
-absl::Status HttpBackend::Bind(const pb::Binding& binding) {
-  absl::Status name_ok = CheckName(binding.name());
-  if (!name_ok.ok()) return absl::InvalidArgumentError(name_ok.message());
-  absl::MutexLock l(&mu_);
-  absl::Status added =
-      ids_.AddLink(binding.id(), binding.parent(), binding.name());
-  if (!added.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("binding ", binding.id(), " ", Quoted(binding.name()),
-                     " in ", binding.parent(), ": ", added.message()));
-  }
-  return absl::OkStatus();
+  return resume;
 }
 
 // --- mutations ---

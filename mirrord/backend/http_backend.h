@@ -74,6 +74,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "mirrord/backend/backend.h"
+#include "mirrord/backend/backend_base.h"
 #include "mirrord/backend/backend_common.h"
 #include "mirrord/backend/http_client.h"
 #include "mirrord/backend/id_map.h"
@@ -81,11 +82,8 @@
 
 namespace memfuse::mirrord {
 
-class HttpBackend final : public Backend {
+class HttpBackend final : public BackendBase {
  public:
-  static constexpr uint64_t kRootId = 1;
-  // The largest ReadBlock (fsd's largest --block-size).
-  static constexpr uint32_t kMaxReadLength = 64u << 20;
 
   struct Options {
     std::string base_url;    // http://host:port[/prefix]
@@ -106,10 +104,6 @@ class HttpBackend final : public Backend {
 
   HttpClient& client() { return *http_; }
 
-  absl::StatusOr<pb::HandshakeResponse> Handshake(
-      const pb::HandshakeRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status Bind(const pb::Binding& binding) override
-      ABSL_LOCKS_EXCLUDED(mu_);
   pb::Ack Apply(const pb::Mutation& mutation) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) override
@@ -122,7 +116,6 @@ class HttpBackend final : public Backend {
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatFsResponse> StatFs() override ABSL_LOCKS_EXCLUDED(mu_);
-  void FillStatus(pb::StatusResponse* status) override ABSL_LOCKS_EXCLUDED(mu_);
 
   uint64_t DurableSeq() override ABSL_LOCKS_EXCLUDED(mu_);
   bool NeedsCommitBefore(const pb::Mutation& mutation) override
@@ -133,6 +126,11 @@ class HttpBackend final : public Backend {
   uint64_t requests() const { return http_->requests(); }
 
  private:
+  // BackendBase's hooks.
+  absl::StatusOr<pb::HandshakeResponse> DescribeMirror() override;
+  absl::StatusOr<uint64_t> StartSessionLocked(uint64_t previous_session)
+      override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   HttpBackend(Options options, std::unique_ptr<HttpClient> http);
 
   // --- requests ---
@@ -201,8 +199,6 @@ class HttpBackend final : public Backend {
   const Options options_;
   const std::unique_ptr<HttpClient> http_;
 
-  absl::Mutex mu_;
-  IdMap ids_ ABSL_GUARDED_BY(mu_){kRootId};
   absl::flat_hash_map<uint64_t, uint64_t> node_of_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, uint64_t> id_of_node_ ABSL_GUARDED_BY(mu_);
   // Objects that exist only in fsd: FIFOs, sockets, device nodes.
@@ -231,9 +227,6 @@ class HttpBackend final : public Backend {
   absl::flat_hash_map<uint64_t, std::map<uint64_t, uint64_t>> unsaved_writes_
       ABSL_GUARDED_BY(mu_);
 
-  uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
-  AckBook acks_ ABSL_GUARDED_BY(mu_);
-  uint32_t block_size_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread times_thread_;
 };

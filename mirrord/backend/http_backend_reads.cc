@@ -231,9 +231,5 @@ absl::StatusOr<pb::StatFsResponse> HttpBackend::StatFs() {
   return response;
 }
 
-void HttpBackend::FillStatus(pb::StatusResponse* status) {
-  absl::MutexLock l(&mu_);
-  acks_.Fill(status);
-}
 
 }  // namespace memfuse::mirrord

@@ -53,12 +53,7 @@ absl::StatusOr<std::unique_ptr<LocalBackend>> LocalBackend::Open(
 LocalBackend::LocalBackend(std::string path, ConfinedDir dir, SharedFd root)
     : path_(std::move(path)), dir_(std::move(dir)), root_(std::move(root)) {}
 
-absl::StatusOr<pb::HandshakeResponse> LocalBackend::Handshake(
-    const pb::HandshakeRequest& request) {
-  if (request.block_size() == 0 || request.block_size() > kMaxReadLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_size ", request.block_size(), " is not in 1..", kMaxReadLength));
-  }
+absl::StatusOr<pb::HandshakeResponse> LocalBackend::DescribeMirror() {
   struct stat st;
   if (fstat(root_->get(), &st) != 0) {
     return ErrnoStatus(errno, absl::StrCat("stat mirror ", path_));
@@ -72,52 +67,30 @@ absl::StatusOr<pb::HandshakeResponse> LocalBackend::Handshake(
                        [&](const char* name, void* buf, size_t size) {
                          return fgetxattr(root_fd, name, buf, size);
                        }));
-  const pb::MirrorLimits limits = ProbeMirrorLimits(root_fd);
-
   pb::HandshakeResponse response;
-  absl::MutexLock l(&mu_);
-  ids_.Clear();
+  response.set_backend_kind("local");
+  response.set_backend_description(path_);
+  *response.mutable_root() = AttrFromStat(st, kRootId);
+  for (pb::XattrEntry& x : xattrs) *response.add_root_xattrs() = std::move(x);
+  *response.mutable_limits() = ProbeMirrorLimits(root_fd);
+  return response;
+}
+
+absl::StatusOr<uint64_t> LocalBackend::StartSessionLocked(
+    uint64_t /*previous_session*/) {
   fds_.Clear();
   direct_fds_.Clear();
   inode_ids_.clear();
   unindexed_bindings_.clear();
   unlinked_.clear();
   unlinked_order_.clear();
-  session_id_ = request.session_id();
-  block_size_ = request.block_size();
+  // What a crash left: the replay state on the mirror root.
   ASSIGN_OR_RETURN(stored_, LoadStateLocked());
-  const uint64_t resume = stored_.session == session_id_ ? stored_.seq : 0;
-  acks_.last_applied_seq = resume;
-  LOG(INFO) << "session " << absl::StrFormat("%016x", session_id_)
-            << ": block size " << block_size_ << ", last applied seq "
-            << resume;
-
-  response.set_protocol_version(1);
-  response.set_backend_kind("local");
-  response.set_backend_description(path_);
-  *response.mutable_root() = AttrFromStat(st, kRootId);
-  response.set_last_applied_seq(resume);
-  response.set_needs_bindings(true);
-  for (pb::XattrEntry& x : xattrs) *response.add_root_xattrs() = std::move(x);
-  *response.mutable_limits() = limits;
-  return response;
+  return stored_.session == session_id_ ? stored_.seq : 0;
 }
 
-absl::Status LocalBackend::Bind(const pb::Binding& binding) {
-  absl::Status name_ok = CheckName(binding.name());
-  if (!name_ok.ok()) {
-    return absl::InvalidArgumentError(name_ok.message());
-  }
-  absl::MutexLock l(&mu_);
-  absl::Status added =
-      ids_.AddLink(binding.id(), binding.parent(), binding.name());
-  if (!added.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("binding ", binding.id(), " ", Quoted(binding.name()),
-                     " in ", binding.parent(), ": ", added.message()));
-  }
-  unindexed_bindings_.push_back(binding.id());
-  return absl::OkStatus();
+void LocalBackend::BoundLocked(uint64_t id) {
+  unindexed_bindings_.push_back(id);
 }
 
 // --- the replay state ---

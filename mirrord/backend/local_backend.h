@@ -57,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "mirrord/backend/backend.h"
+#include "mirrord/backend/backend_base.h"
 #include "mirrord/backend/backend_common.h"
 #include "mirrord/backend/confined_dir.h"
 #include "mirrord/backend/fd_cache.h"
@@ -64,9 +65,8 @@
 
 namespace memfuse::mirrord {
 
-class LocalBackend final : public Backend {
+class LocalBackend final : public BackendBase {
  public:
-  static constexpr uint64_t kRootId = 1;
   // Descriptors kept open at most (files and directories).
   static constexpr size_t kFdCacheCapacity = 1024;
   // O_DIRECT descriptors kept open at most, for the files being written.
@@ -74,8 +74,6 @@ class LocalBackend final : public Backend {
   // Writes whose aligned part is smaller than this go through the page
   // cache only: a direct write waits for the disk.
   static constexpr uint64_t kMinDirectWrite = 64 << 10;
-  // The largest ReadBlock: fsd's largest --block-size (64 MiB).
-  static constexpr uint32_t kMaxReadLength = 64u << 20;
   // Where the replay state lives, on the mirror root.
   static constexpr char kStateXattr[] = "user.memfuse.seq";
   // The agent's own xattrs: never shown to fsd, never set by it.
@@ -93,10 +91,6 @@ class LocalBackend final : public Backend {
   LocalBackend& operator=(const LocalBackend&) = delete;
   ~LocalBackend() override = default;
 
-  absl::StatusOr<pb::HandshakeResponse> Handshake(
-      const pb::HandshakeRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status Bind(const pb::Binding& binding) override
-      ABSL_LOCKS_EXCLUDED(mu_);
   pb::Ack Apply(const pb::Mutation& mutation) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) override
@@ -109,9 +103,14 @@ class LocalBackend final : public Backend {
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatFsResponse> StatFs() override ABSL_LOCKS_EXCLUDED(mu_);
-  void FillStatus(pb::StatusResponse* status) override ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // BackendBase's hooks.
+  absl::StatusOr<pb::HandshakeResponse> DescribeMirror() override;
+  absl::StatusOr<uint64_t> StartSessionLocked(uint64_t previous_session)
+      override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BoundLocked(uint64_t id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   using SharedFd = FdCache::SharedFd;
 
   // What the root's state xattr says.
@@ -231,10 +230,6 @@ class LocalBackend final : public Backend {
   static constexpr uint32_t kNoDirectIo = UINT32_MAX;
   std::atomic<uint32_t> dio_align_{0};
 
-  absl::Mutex mu_;
-  IdMap ids_ ABSL_GUARDED_BY(mu_){kRootId};
-  uint64_t session_id_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t block_size_ ABSL_GUARDED_BY(mu_) = 0;
   // False once the mirror said it has no user xattrs: state in memory.
   bool persist_state_ ABSL_GUARDED_BY(mu_) = true;
   // The state last stored (or read).
@@ -252,7 +247,6 @@ class LocalBackend final : public Backend {
   std::deque<uint64_t> unlinked_order_ ABSL_GUARDED_BY(mu_);
 
   // For GetStatus.
-  AckBook acks_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace memfuse::mirrord

@@ -215,9 +215,5 @@ absl::StatusOr<pb::StatFsResponse> LocalBackend::StatFs() {
   return response;
 }
 
-void LocalBackend::FillStatus(pb::StatusResponse* status) {
-  absl::MutexLock l(&mu_);
-  acks_.Fill(status);
-}
 
 }  // namespace memfuse::mirrord
