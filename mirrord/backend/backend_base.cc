@@ -46,6 +46,72 @@ absl::Status BackendBase::Bind(const pb::Binding& binding) {
   return absl::OkStatus();
 }
 
+pb::Ack BackendBase::Apply(const pb::Mutation& mutation) {
+  const uint64_t seq = mutation.seq();
+  absl::Status status;
+  bool needed = false;
+  if (seq == 0) {
+    status = Invalid("seq 0");
+  } else if (mutation.op_case() == pb::Mutation::OP_NOT_SET) {
+    status = Invalid("no operation");
+  } else {
+    absl::MutexLock l(&mu_);
+    absl::StatusOr<bool> needs = NeedsApplyingLocked(mutation);
+    if (needs.ok()) {
+      needed = *needs;
+    } else {
+      status = needs.status();
+    }
+  }
+  if (status.ok() && !needed) {
+    VLOG(1) << Describe(mutation) << ": nothing to do";
+  } else if (status.ok()) {
+    status = BeforeChange(mutation);
+    if (status.ok()) {
+      switch (mutation.op_case()) {
+        case pb::Mutation::kCreate:
+          status = ApplyCreate(seq, mutation.create());
+          break;
+        case pb::Mutation::kWrite:
+          status = ApplyWrite(mutation.write());
+          break;
+        case pb::Mutation::kPunchHole:
+          status = ApplyPunchHole(mutation.punch_hole());
+          break;
+        case pb::Mutation::kSetAttr:
+          status = ApplySetAttr(mutation.set_attr());
+          break;
+        case pb::Mutation::kLink:
+          status = ApplyLink(seq, mutation.link());
+          break;
+        case pb::Mutation::kRemove:
+          status = ApplyRemove(seq, mutation.remove());
+          break;
+        case pb::Mutation::kRename:
+          status = ApplyRename(seq, mutation.rename());
+          break;
+        case pb::Mutation::kSetXattr:
+          status = ApplySetXattr(mutation.set_xattr());
+          break;
+        case pb::Mutation::kRemoveXattr:
+          status = ApplyRemoveXattr(mutation.remove_xattr());
+          break;
+        case pb::Mutation::kSync:
+          status = ApplySync(seq, mutation.sync());
+          break;
+        default:
+          status = Invalid("unexpected operation");
+      }
+    }
+    status = AfterChange(mutation, std::move(status));
+  }
+  if (!status.ok()) {
+    status = Prefixed(status,
+                      absl::StrCat(Describe(mutation), WhereInMirror(mutation)));
+  }
+  return MakeAck(mutation, status);
+}
+
 void BackendBase::FillStatus(pb::StatusResponse* status) {
   absl::MutexLock l(&mu_);
   acks_.Fill(status);

@@ -238,88 +238,48 @@ absl::StatusOr<uint64_t> HttpBackend::StartSessionLocked(
 
 // --- mutations ---
 
-pb::Ack HttpBackend::Apply(const pb::Mutation& mutation) {
-  const uint64_t seq = mutation.seq();
-  absl::Status status;
-  bool done = false;
-  if (seq == 0) {
-    status = Invalid("seq 0");
-  } else if (mutation.op_case() == pb::Mutation::OP_NOT_SET) {
-    status = Invalid("no operation");
-  } else {
-    absl::MutexLock l(&mu_);
-    done = mutation.op_case() != pb::Mutation::kSync &&
-           seq <= acks_.last_applied_seq;
-    // A change to an object that lives in fsd only, or the empty write
-    // fsd sends for a file deleted meanwhile: nothing on the server to
-    // change. Any other change to an object not known here is for fsd to
-    // repair (Missing), never silently "applied".
-    const uint64_t object = ObjectOf(mutation);
-    const bool placeholder = mutation.has_write() &&
-                             mutation.write().data().empty() &&
-                             mutation.write().shared_length() == 0 &&
-                             mutation.write().mtime_ns() == 0 &&
-                             mutation.write().atime_ns() == 0;
-    if (object != 0 && (local_only_.contains(object) || placeholder)) {
-      done = true;
-    } else if (!done && object != 0 && !ids_.Contains(object)) {
-      status = Missing(absl::StrCat("object ", object, " is not known here"));
-    }
+absl::StatusOr<bool> HttpBackend::NeedsApplyingLocked(
+    const pb::Mutation& mutation) {
+  // A change to an object that lives in fsd only, or the empty write fsd
+  // sends for a file deleted meanwhile: nothing on the server to change.
+  // Any other change to an object not known here is for fsd to repair
+  // (Missing), never silently "applied".
+  const bool replayed = mutation.op_case() != pb::Mutation::kSync &&
+                        mutation.seq() <= acks_.last_applied_seq;
+  const uint64_t object = ObjectOf(mutation);
+  const bool placeholder = mutation.has_write() &&
+                           mutation.write().data().empty() &&
+                           mutation.write().shared_length() == 0 &&
+                           mutation.write().mtime_ns() == 0 &&
+                           mutation.write().atime_ns() == 0;
+  if (object != 0 && (local_only_.contains(object) || placeholder)) {
+    return false;
   }
-  if (status.ok() && !done) {
-    // Pending mtimes are set before anything else happens to the
-    // namespace; a write to another file sets the previous file's (its
-    // failure is retried by the next flush, not by this write).
-    if (mutation.op_case() == pb::Mutation::kWrite) {
-      FlushTimes(mutation.write().id()).IgnoreError();
-    } else {
-      status = FlushTimes();
-    }
-    if (status.ok()) {
-      switch (mutation.op_case()) {
-        case pb::Mutation::kCreate:
-          status = ApplyCreate(mutation.create());
-          break;
-        case pb::Mutation::kWrite:
-          status = ApplyWrite(mutation.write());
-          break;
-        case pb::Mutation::kPunchHole:
-          status = ApplyPunchHole(mutation.punch_hole());
-          break;
-        case pb::Mutation::kSetAttr:
-          status = ApplySetAttr(mutation.set_attr());
-          break;
-        case pb::Mutation::kLink:
-          status = ApplyLink(mutation.link());
-          break;
-        case pb::Mutation::kRemove:
-          status = ApplyRemove(mutation.remove());
-          break;
-        case pb::Mutation::kRename:
-          status = ApplyRename(seq, mutation.rename());
-          break;
-        case pb::Mutation::kSetXattr:
-        case pb::Mutation::kRemoveXattr:
-          break;  // kept by fsd: the server has no xattrs
-        case pb::Mutation::kSync:
-          // Always a real sync: an earlier agent may have left changes
-          // applied and not saved.
-          status = CommitNow(/*force=*/true);
-          // Lost changes before the barrier: they were committed just
-          // before it (NeedsCommitBefore), so only a retry is needed.
-          if (absl::IsAborted(status)) {
-            status = absl::UnavailableError(status.message());
-          }
-          break;
-        default:
-          status = Invalid("unexpected operation");
-      }
-    }
+  if (replayed) return false;
+  if (object != 0 && !ids_.Contains(object)) {
+    return Missing(absl::StrCat("object ", object, " is not known here"));
   }
-  if (!status.ok()) {
-    status = Prefixed(status, Describe(mutation));
+  return true;
+}
+
+absl::Status HttpBackend::BeforeChange(const pb::Mutation& mutation) {
+  // A write to another file sets the previous file's mtime (its failure
+  // is retried by the next flush, not by this write).
+  if (mutation.op_case() == pb::Mutation::kWrite) {
+    FlushTimes(mutation.write().id()).IgnoreError();
+    return absl::OkStatus();
   }
-  return MakeAck(mutation, status);
+  return FlushTimes();
+}
+
+absl::Status HttpBackend::ApplySync(uint64_t /*seq*/, const pb::Sync& /*op*/) {
+  absl::Status status = CommitNow(/*force=*/true);
+  // Lost changes before the barrier: they were committed just before it
+  // (NeedsCommitBefore), so only a retry is needed.
+  if (absl::IsAborted(status)) {
+    status = absl::UnavailableError(status.message());
+  }
+  return status;
 }
 
 pb::Ack HttpBackend::MakeAck(const pb::Mutation& mutation,

@@ -104,7 +104,6 @@ class HttpBackend final : public BackendBase {
 
   HttpClient& client() { return *http_; }
 
-  pb::Ack Apply(const pb::Mutation& mutation) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -164,14 +163,31 @@ class HttpBackend final : public BackendBase {
                                                        std::string_view name);
 
   // --- mutations ---
-  absl::Status ApplyCreate(const pb::Create& op);
-  absl::Status ApplyWrite(const pb::Write& op);
+  // BackendBase's storage operations.
+  absl::Status ApplyCreate(uint64_t seq, const pb::Create& op) override;
+  absl::Status ApplyWrite(const pb::Write& op) override;
   // As zeros: the API has nothing better.
-  absl::Status ApplyPunchHole(const pb::PunchHole& op);
-  absl::Status ApplySetAttr(const pb::SetAttr& op);
-  absl::Status ApplyLink(const pb::Link& op);
-  absl::Status ApplyRemove(const pb::Remove& op);
-  absl::Status ApplyRename(uint64_t seq, const pb::Rename& op);
+  absl::Status ApplyPunchHole(const pb::PunchHole& op) override;
+  absl::Status ApplySetAttr(const pb::SetAttr& op) override;
+  absl::Status ApplyLink(uint64_t seq, const pb::Link& op) override;
+  absl::Status ApplyRemove(uint64_t seq, const pb::Remove& op) override;
+  absl::Status ApplyRename(uint64_t seq, const pb::Rename& op) override;
+  // Kept by fsd: the server has no xattrs.
+  absl::Status ApplySetXattr(const pb::SetXattr& op) override {
+    return absl::OkStatus();
+  }
+  absl::Status ApplyRemoveXattr(const pb::RemoveXattr& op) override {
+    return absl::OkStatus();
+  }
+  // Always a real commit: an earlier agent may have left changes applied
+  // and not saved.
+  absl::Status ApplySync(uint64_t seq, const pb::Sync& op) override;
+
+  // BackendBase's hooks for Apply.
+  absl::StatusOr<bool> NeedsApplyingLocked(const pb::Mutation& mutation)
+      override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pending mtimes are set before anything else happens to the namespace.
+  absl::Status BeforeChange(const pb::Mutation& mutation) override;
   // Commit(), and with `force` a sync even when nothing was applied since
   // the last one.
   absl::Status CommitNow(bool force) ABSL_LOCKS_EXCLUDED(mu_);
@@ -189,6 +205,7 @@ class HttpBackend final : public BackendBase {
   // ENOTEMPTY unless directory `node` has no entries.
   absl::Status CheckEmptyDirectory(uint64_t node);
   pb::Ack MakeAck(const pb::Mutation& mutation, const absl::Status& status)
+      override
       ABSL_LOCKS_EXCLUDED(mu_);
   // Something that may have lost what the server had not saved happened
   // (a transport failure, a forgotten node id).

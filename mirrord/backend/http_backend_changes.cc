@@ -30,7 +30,7 @@ using namespace http;  // NOLINT: the backend's own API mapping
 
 // --- namespace, data and attribute changes ---
 
-absl::Status HttpBackend::ApplyCreate(const pb::Create& op) {
+absl::Status HttpBackend::ApplyCreate(uint64_t /*seq*/, const pb::Create& op) {
   RETURN_IF_ERROR(CheckName(op.name()));
   const uint64_t id = op.attr().id();
   const mode_t mode = op.attr().mode();
@@ -306,7 +306,7 @@ absl::Status HttpBackend::ApplySetAttr(const pb::SetAttr& op) {
   });
 }
 
-absl::Status HttpBackend::ApplyLink(const pb::Link& op) {
+absl::Status HttpBackend::ApplyLink(uint64_t /*seq*/, const pb::Link& op) {
   RETURN_IF_ERROR(CheckName(op.new_name()));
   {
     absl::MutexLock l(&mu_);
@@ -356,7 +356,7 @@ absl::Status HttpBackend::CheckEmptyDirectory(uint64_t node) {
   return absl::OkStatus();
 }
 
-absl::Status HttpBackend::ApplyRemove(const pb::Remove& op) {
+absl::Status HttpBackend::ApplyRemove(uint64_t /*seq*/, const pb::Remove& op) {
   RETURN_IF_ERROR(CheckName(op.name()));
   bool local_only = false;
   {

@@ -286,73 +286,26 @@ void LocalBackend::IndexBoundFilesLocked() {
 
 // --- Apply ---
 
-pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
-  const uint64_t seq = mutation.seq();
-  absl::Status status;
-  if (seq == 0) {
-    status = Invalid("seq 0");
-  } else if (mutation.op_case() == pb::Mutation::OP_NOT_SET) {
-    status = Invalid("no operation");
-  } else {
-    bool done = false;
-    {
-      absl::MutexLock l(&mu_);
-      // Recorded as applied: a resend, never applied twice. (A sync is
-      // cheap to repeat, and its durability is what was asked.)
-      done = mutation.op_case() != pb::Mutation::kSync &&
-             stored_.session == session_id_ && seq <= stored_.seq;
-      // A change to a file fsd keeps open after its last name went: no
-      // trace of it is left in the mirror to change.
-      const uint64_t object = ObjectOf(mutation);
-      if (object != 0 && !ids_.Contains(object) && unlinked_.contains(object)) {
-        VLOG(1) << Describe(mutation) << ": the object is unlinked";
-        done = true;
-      }
-    }
-    if (done) {
-      VLOG(1) << Describe(mutation) << ": nothing to do";
-    } else {
-      switch (mutation.op_case()) {
-        case pb::Mutation::kWrite:
-          status = ApplyWrite(mutation.write());
-          break;
-        case pb::Mutation::kPunchHole:
-          status = ApplyPunchHole(mutation.punch_hole());
-          break;
-        case pb::Mutation::kSync:
-          status = ApplySync(seq, mutation.sync());
-          break;
-        default: {
-          absl::MutexLock l(&mu_);
-          switch (mutation.op_case()) {
-            case pb::Mutation::kCreate:
-              status = ApplyCreate(seq, mutation.create());
-              break;
-            case pb::Mutation::kSetAttr:
-              status = ApplySetAttr(mutation.set_attr());
-              break;
-            case pb::Mutation::kLink:
-              status = ApplyLink(seq, mutation.link());
-              break;
-            case pb::Mutation::kRemove:
-              status = ApplyRemove(seq, mutation.remove());
-              break;
-            case pb::Mutation::kRename:
-              status = ApplyRename(seq, mutation.rename());
-              break;
-            case pb::Mutation::kSetXattr:
-              status = ApplySetXattr(mutation.set_xattr());
-              break;
-            case pb::Mutation::kRemoveXattr:
-              status = ApplyRemoveXattr(mutation.remove_xattr());
-              break;
-            default:
-              status = Invalid("unexpected operation");
-          }
-        }
-      }
-    }
+absl::StatusOr<bool> LocalBackend::NeedsApplyingLocked(
+    const pb::Mutation& mutation) {
+  // Recorded as applied: a resend, never applied twice. (A sync is cheap
+  // to repeat, and its durability is what was asked.)
+  if (mutation.op_case() != pb::Mutation::kSync &&
+      stored_.session == session_id_ && mutation.seq() <= stored_.seq) {
+    return false;
   }
+  // A change to a file fsd keeps open after its last name went: no trace
+  // of it is left in the mirror to change.
+  const uint64_t object = ObjectOf(mutation);
+  if (object != 0 && !ids_.Contains(object) && unlinked_.contains(object)) {
+    VLOG(1) << Describe(mutation) << ": the object is unlinked";
+    return false;
+  }
+  return true;
+}
+
+absl::Status LocalBackend::AfterChange(const pb::Mutation& mutation,
+                                       absl::Status status) {
   // An object fsd says exists that is not where the mirror had it (removed
   // or moved underneath): no retry finds it, a repair makes it again.
   if (!status.ok() && !IsMissing(status) && StatusToErrno(status) == ENOENT &&
@@ -373,14 +326,41 @@ pb::Ack LocalBackend::Apply(const pb::Mutation& mutation) {
                                    " (this object only; the mirror's root "
                                    "takes changes)"));
   }
-  if (!status.ok()) {
-    status = Prefixed(status,
-                      absl::StrCat(Describe(mutation), MirrorPathOf(mutation)));
-  }
-  return MakeAck(mutation, status);
+  return status;
 }
 
-std::string LocalBackend::MirrorPathOf(const pb::Mutation& m) {
+// The namespace and attribute changes run under mu_ (names are resolved
+// and descriptors opened under it).
+absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
+  absl::MutexLock l(&mu_);
+  return CreateLocked(seq, op);
+}
+absl::Status LocalBackend::ApplySetAttr(const pb::SetAttr& op) {
+  absl::MutexLock l(&mu_);
+  return SetAttrLocked(op);
+}
+absl::Status LocalBackend::ApplyLink(uint64_t seq, const pb::Link& op) {
+  absl::MutexLock l(&mu_);
+  return LinkLocked(seq, op);
+}
+absl::Status LocalBackend::ApplyRemove(uint64_t seq, const pb::Remove& op) {
+  absl::MutexLock l(&mu_);
+  return RemoveLocked(seq, op);
+}
+absl::Status LocalBackend::ApplyRename(uint64_t seq, const pb::Rename& op) {
+  absl::MutexLock l(&mu_);
+  return RenameLocked(seq, op);
+}
+absl::Status LocalBackend::ApplySetXattr(const pb::SetXattr& op) {
+  absl::MutexLock l(&mu_);
+  return SetXattrLocked(op);
+}
+absl::Status LocalBackend::ApplyRemoveXattr(const pb::RemoveXattr& op) {
+  absl::MutexLock l(&mu_);
+  return RemoveXattrLocked(op);
+}
+
+std::string LocalBackend::WhereInMirror(const pb::Mutation& m) {
   uint64_t id = 0;
   switch (m.op_case()) {
     case pb::Mutation::kCreate:

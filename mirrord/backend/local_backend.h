@@ -91,7 +91,6 @@ class LocalBackend final : public BackendBase {
   LocalBackend& operator=(const LocalBackend&) = delete;
   ~LocalBackend() override = default;
 
-  pb::Ack Apply(const pb::Mutation& mutation) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
       const pb::ListDirectoryRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -131,13 +130,34 @@ class LocalBackend final : public BackendBase {
 
   LocalBackend(std::string path, ConfinedDir dir, SharedFd root);
 
-  // One handler per mutation kind; each returns how it went (see
-  // MakeAck() for which failures are permanent).
-  absl::Status ApplyCreate(uint64_t seq, const pb::Create& op)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyWrite(const pb::Write& op) ABSL_LOCKS_EXCLUDED(mu_);
+  // BackendBase's storage operations; the namespace and attribute ones
+  // take mu_ and call the ...Locked handler below.
+  absl::Status ApplyCreate(uint64_t seq, const pb::Create& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyWrite(const pb::Write& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Punches with fallocate; writes zeros where the filesystem cannot.
-  absl::Status ApplyPunchHole(const pb::PunchHole& op) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyPunchHole(const pb::PunchHole& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplySetAttr(const pb::SetAttr& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyLink(uint64_t seq, const pb::Link& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyRemove(uint64_t seq, const pb::Remove& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyRename(uint64_t seq, const pb::Rename& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplySetXattr(const pb::SetXattr& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyRemoveXattr(const pb::RemoveXattr& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplySync(uint64_t seq, const pb::Sync& op) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // One handler per namespace or attribute change; each returns how it
+  // went (AckBook says which failures are permanent).
+  absl::Status CreateLocked(uint64_t seq, const pb::Create& op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes `data` at `offset` of file `id` (open as `fd`): the part
   // aligned for direct I/O through an O_DIRECT descriptor of the same
   // file, the head and tail through `fd`.
@@ -156,23 +176,21 @@ class LocalBackend final : public BackendBase {
                                                      uint64_t offset,
                                                      absl::Span<char> out)
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status ApplySetAttr(const pb::SetAttr& op)
+  absl::Status SetAttrLocked(const pb::SetAttr& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyLink(uint64_t seq, const pb::Link& op)
+  absl::Status LinkLocked(uint64_t seq, const pb::Link& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyRemove(uint64_t seq, const pb::Remove& op)
+  absl::Status RemoveLocked(uint64_t seq, const pb::Remove& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyRename(uint64_t seq, const pb::Rename& op)
+  absl::Status RenameLocked(uint64_t seq, const pb::Rename& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyExchange(uint64_t seq, const pb::Rename& op,
                              const Entry& from, const Entry& to)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplySetXattr(const pb::SetXattr& op)
+  absl::Status SetXattrLocked(const pb::SetXattr& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyRemoveXattr(const pb::RemoveXattr& op)
+  absl::Status RemoveXattrLocked(const pb::RemoveXattr& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplySync(uint64_t seq, const pb::Sync& op)
-      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Sets owner, mode and times of a just created (or re-found) object as
   // `attr` says.
@@ -215,10 +233,16 @@ class LocalBackend final : public BackendBase {
   // a listing recognises their other hard links.
   void IndexBoundFilesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // " at <mirror path>" of the object a failed mutation names, for the log.
-  std::string MirrorPathOf(const pb::Mutation& m) ABSL_LOCKS_EXCLUDED(mu_);
-  pb::Ack MakeAck(const pb::Mutation& mutation, const absl::Status& status)
+  // BackendBase's hooks for Apply. WhereInMirror: " at <mirror path>" of
+  // the object a failed mutation names, for the log.
+  absl::StatusOr<bool> NeedsApplyingLocked(const pb::Mutation& mutation)
+      override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AfterChange(const pb::Mutation& mutation,
+                           absl::Status status) override;
+  std::string WhereInMirror(const pb::Mutation& m) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  pb::Ack MakeAck(const pb::Mutation& mutation, const absl::Status& status)
+      override ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string path_;
   const ConfinedDir dir_;

@@ -116,7 +116,7 @@ absl::Status LocalBackend::SetCreatedAttrs(const Entry& entry,
 
 // --- namespace and attribute changes ---
 
-absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
+absl::Status LocalBackend::CreateLocked(uint64_t seq, const pb::Create& op) {
   const pb::Attr& attr = op.attr();
   const uint64_t id = attr.id();
   const std::string& name = op.name();
@@ -215,7 +215,7 @@ absl::Status LocalBackend::ApplyCreate(uint64_t seq, const pb::Create& op) {
 }
 
 
-absl::Status LocalBackend::ApplySetAttr(const pb::SetAttr& op) {
+absl::Status LocalBackend::SetAttrLocked(const pb::SetAttr& op) {
   const pb::Attr& attr = op.attr();
   const uint32_t mask = op.mask();
   RETURN_IF_ERROR(CheckKnownLocked(attr.id(), "object"));
@@ -250,7 +250,7 @@ absl::Status LocalBackend::ApplySetAttr(const pb::SetAttr& op) {
   return absl::OkStatus();
 }
 
-absl::Status LocalBackend::ApplyLink(uint64_t seq, const pb::Link& op) {
+absl::Status LocalBackend::LinkLocked(uint64_t seq, const pb::Link& op) {
   const std::string& new_name = op.new_name();
   RETURN_IF_ERROR(CheckName(new_name));
   if (op.id() == kRootId) return Invalid("cannot link the root");
@@ -285,7 +285,7 @@ absl::Status LocalBackend::ApplyLink(uint64_t seq, const pb::Link& op) {
   return ids_.AddLink(op.id(), op.new_parent(), new_name);
 }
 
-absl::Status LocalBackend::ApplyRemove(uint64_t seq, const pb::Remove& op) {
+absl::Status LocalBackend::RemoveLocked(uint64_t seq, const pb::Remove& op) {
   const std::string& name = op.name();
   RETURN_IF_ERROR(CheckName(name));
   if (op.id() == kRootId) return Invalid("cannot remove the root");
@@ -326,7 +326,7 @@ absl::Status LocalBackend::ApplyRemove(uint64_t seq, const pb::Remove& op) {
   return absl::OkStatus();
 }
 
-absl::Status LocalBackend::ApplyRename(uint64_t seq, const pb::Rename& op) {
+absl::Status LocalBackend::RenameLocked(uint64_t seq, const pb::Rename& op) {
   const uint32_t flags = op.flags();
   if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0 ||
       flags == (RENAME_NOREPLACE | RENAME_EXCHANGE)) {
@@ -455,7 +455,7 @@ absl::Status LocalBackend::ApplyExchange(uint64_t seq, const pb::Rename& op,
   return absl::OkStatus();
 }
 
-absl::Status LocalBackend::ApplySetXattr(const pb::SetXattr& op) {
+absl::Status LocalBackend::SetXattrLocked(const pb::SetXattr& op) {
   RETURN_IF_ERROR(CheckXattrName(op.name()));
   if (op.value().size() > kMaxXattrValue) {
     return Conflict(E2BIG, "xattr value too large");
@@ -500,7 +500,7 @@ absl::Status LocalBackend::ApplySetXattr(const pb::SetXattr& op) {
   return absl::OkStatus();
 }
 
-absl::Status LocalBackend::ApplyRemoveXattr(const pb::RemoveXattr& op) {
+absl::Status LocalBackend::RemoveXattrLocked(const pb::RemoveXattr& op) {
   RETURN_IF_ERROR(CheckXattrName(op.name()));
   RETURN_IF_ERROR(CheckKnownLocked(op.id(), "object"));
   ASSIGN_OR_RETURN(Entry entry, EntryLocked(op.id()));
