@@ -1,9 +1,12 @@
 // What every backend promises fsd, tested the same way against each: the
 // local mirror (a real directory) and the HTTP mirror (the fake server on
-// 127.0.0.1). A change to an object the backend does not know, or whose
-// place in the mirror is gone, is never acknowledged as applied: it is
-// answered with the object for fsd to re-create (Ack.missing_id), and a
-// repair Create makes it exist again.
+// 127.0.0.1). A malformed mutation is refused for good; a replay of what
+// was applied is not applied twice, and a new session replays from the
+// start; bindings name their object; a change to an object the backend
+// does not know, or whose place in the mirror is gone, is never
+// acknowledged as applied: it is answered with the object for fsd to
+// re-create (Ack.missing_id), and a repair Create makes it exist again.
+// (BackendBase holds these once; the test holds both backends to them.)
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -80,6 +83,32 @@ class BackendContractTest : public ::testing::Test {
     hello.set_block_size(1 << 20);
     ASSERT_TRUE(mirror_.backend->Handshake(hello).ok());
   }
+  pb::HandshakeResponse Hello(uint64_t session) {
+    pb::HandshakeRequest hello;
+    hello.set_protocol_version(1);
+    hello.set_session_id(session);
+    hello.set_block_size(1 << 20);
+    absl::StatusOr<pb::HandshakeResponse> response =
+        mirror_.backend->Handshake(hello);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.value_or(pb::HandshakeResponse());
+  }
+  std::string Read(uint64_t id) {
+    pb::ReadBlockRequest read;
+    read.set_id(id);
+    read.set_length(64);
+    std::string out(64, '\0');
+    absl::StatusOr<uint64_t> got =
+        mirror_.backend->ReadBlock(read, absl::MakeSpan(out));
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? out.substr(0, *got) : "";
+  }
+  pb::Ack ApplyAt(uint64_t seq, pb::Mutation m) {
+    m.set_seq(seq);
+    pb::Ack ack = mirror_.backend->Apply(m);
+    EXPECT_TRUE(mirror_.backend->Commit().ok());
+    return ack;
+  }
   pb::Ack Apply(pb::Mutation m) {
     m.set_seq(++seq_);
     pb::Ack ack = mirror_.backend->Apply(m);
@@ -97,6 +126,63 @@ class BackendContractTest : public ::testing::Test {
 
 using Mirrors = ::testing::Types<LocalMirror, HttpMirror>;
 TYPED_TEST_SUITE(BackendContractTest, Mirrors);
+
+TYPED_TEST(BackendContractTest, AMalformedMutationIsRefusedForGood) {
+  pb::Mutation no_seq = Write(kRoot, 0, "x");
+  no_seq.set_seq(0);
+  pb::Ack ack = this->mirror_.backend->Apply(no_seq);
+  EXPECT_EQ(ack.error(), EINVAL) << ack.message();
+  EXPECT_TRUE(ack.permanent());
+  pb::Mutation empty;
+  empty.set_seq(++this->seq_);
+  ack = this->mirror_.backend->Apply(empty);
+  EXPECT_EQ(ack.error(), EINVAL) << ack.message();
+  EXPECT_TRUE(ack.permanent());
+}
+
+TYPED_TEST(BackendContractTest, AReplayIsNotAppliedTwiceAndANewSessionStartsOver) {
+  ASSERT_EQ(this->ApplyAt(1, Create(kRoot, "f", 2, S_IFREG | 0644)).error(),
+            0);
+  ASSERT_EQ(this->ApplyAt(2, Write(2, 0, "abc")).error(), 0);
+  ASSERT_EQ(this->ApplyAt(3, Sync(0)).error(), 0);
+  // The same session again (fsd reconnected): everything up to the sync is
+  // applied, and a resent write is acknowledged without being applied.
+  EXPECT_EQ(this->Hello(7).last_applied_seq(), 3u);
+  pb::Binding f;
+  f.set_id(2);
+  f.set_parent(kRoot);
+  f.set_name("f");
+  ASSERT_TRUE(this->mirror_.backend->Bind(f).ok());
+  EXPECT_EQ(this->ApplyAt(2, Write(2, 0, "zzz")).error(), 0);
+  EXPECT_EQ(this->Read(2), "abc");
+  EXPECT_EQ(this->ApplyAt(4, Write(2, 0, "new")).error(), 0);
+  EXPECT_EQ(this->Read(2), "new");
+  // Another session (a new fsd): nothing is taken as applied.
+  EXPECT_EQ(this->Hello(8).last_applied_seq(), 0u);
+}
+
+TYPED_TEST(BackendContractTest, BindingsNameTheirObject) {
+  pb::Binding bad;
+  bad.set_id(9);
+  bad.set_parent(kRoot);
+  bad.set_name("a/b");
+  EXPECT_EQ(this->mirror_.backend->Bind(bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.set_name("..");
+  EXPECT_EQ(this->mirror_.backend->Bind(bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Until bound, an object the mirror holds is unknown to the session.
+  ASSERT_EQ(this->Apply(Create(kRoot, "g", 4, S_IFREG | 0644)).error(), 0);
+  this->Hello(11);
+  EXPECT_MISSING(this->Apply(Write(4, 0, "data")), 4u);
+  pb::Binding g;
+  g.set_id(4);
+  g.set_parent(kRoot);
+  g.set_name("g");
+  ASSERT_TRUE(this->mirror_.backend->Bind(g).ok());
+  EXPECT_EQ(this->Apply(Write(4, 0, "data")).error(), 0);
+  EXPECT_EQ(this->Read(4), "data");
+}
 
 TYPED_TEST(BackendContractTest, ChangesToUnknownIdsAreMissingNeverApplied) {
   EXPECT_MISSING(this->Apply(Write(50, 0, "data")), 50u);
