@@ -93,7 +93,14 @@ TEST_F(MirrorFaultTest, FullMirrorDiskIsRetriedUntilThereIsRoom) {
 
   {
     PendingBarrier barrier(mount());
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Once the agent has met the full disk, the barrier must still wait.
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return Slurp(fs().log_path()).find("No space left on device") !=
+                 std::string::npos;
+        },
+        std::chrono::seconds(20)))
+        << "the agent never met the full disk";
     EXPECT_FALSE(barrier.done())
         << "the mirror cannot hold the file, yet the barrier returned";
     // The file is still whole on the mount meanwhile.
