@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "common/service_notify.h"
 #include "common/status.h"
+#include "fsd/change_recorder.h"
 #include "fsd/drain.h"
 #include "fsd/units.h"
 #include "glog/logging.h"
@@ -511,8 +512,9 @@ std::shared_ptr<const pb::Mutation> MirrorClient::BuildWrite(
           });
       built->set_seq(out.seq);
       pb::Write* write = built->mutable_write();
-      const uint64_t n = tree_->FillWrite(*out.inode, out.offset, out.length,
-                                          write, region_->data() + *at + pad);
+      const uint64_t n = ChangeRecorder::WriteMessage(
+          *out.inode, options_.block_bytes(), out.offset, out.length, write,
+          region_->data() + *at + pad);
       if (n > 0) {
         write->set_shared_offset(*at + pad);
         write->set_shared_length(static_cast<uint32_t>(n));
@@ -523,8 +525,8 @@ std::shared_ptr<const pb::Mutation> MirrorClient::BuildWrite(
   auto built = std::make_shared<pb::Mutation>();
   built->set_seq(out.seq);
   if (out.inode != nullptr) {
-    tree_->FillWrite(*out.inode, out.offset, out.length,
-                     built->mutable_write());
+    ChangeRecorder::WriteMessage(*out.inode, options_.block_bytes(), out.offset,
+                                 out.length, built->mutable_write());
   } else {  // deleted meanwhile: a no-op in its place
     built->mutable_write()->set_id(out.id);
     built->mutable_write()->set_offset(out.offset);

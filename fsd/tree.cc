@@ -86,39 +86,6 @@ void Tree::FillStatLocked(const Inode& inode, struct stat* st) {
   st->st_ctim = inode.ctime;
 }
 
-void FillAttr(const Inode& inode, pb::Attr* attr) {
-  attr->set_id(inode.ino);
-  attr->set_mode(inode.mode);
-  attr->set_uid(inode.uid);
-  attr->set_gid(inode.gid);
-  attr->set_rdev(inode.rdev);
-  attr->set_size(inode.size);
-  attr->set_atime_ns(Nanos(inode.atime));
-  attr->set_mtime_ns(Nanos(inode.mtime));
-  attr->set_ctime_ns(Nanos(inode.ctime));
-}
-
-void Tree::LogRemove(fuse_ino_t parent, std::string_view name, fuse_ino_t ino,
-                     bool directory, uint64_t gone) {
-  if (log_ == nullptr) return;
-  pb::Mutation m;
-  pb::Remove* remove = m.mutable_remove();
-  remove->set_parent(parent);
-  remove->set_name(name.data(), name.size());
-  remove->set_id(ino);
-  remove->set_directory(directory);
-  log_->Append(std::move(m), gone);
-}
-
-void Tree::LogSetAttrLocked(Inode& inode, uint32_t mask) {
-  if (log_ == nullptr || !inode.linked || mask == 0) return;
-  pb::Mutation m;
-  pb::SetAttr* set = m.mutable_set_attr();
-  set->set_mask(mask);
-  FillAttr(inode, set->mutable_attr());
-  log_->Append(std::move(m));
-}
-
 struct stat Tree::StatForEntryLocked(Inode& inode) {
   struct stat st;
   {
@@ -230,21 +197,9 @@ absl::StatusOr<struct stat> Tree::MakeNode(fuse_ino_t parent,
     inode->atime = inode->mtime = inode->ctime = now;
     if (type == S_IFLNK) inode->size = symlink_target.size();
     inode->linked = true;
-    if (log_ != nullptr) {
-      pb::Mutation m;
-      pb::Create* create = m.mutable_create();
-      create->set_parent(parent);
-      create->set_name(name.data(), name.size());
-      FillAttr(*inode, create->mutable_attr());
-      create->mutable_attr()->set_size(0);
-      if (type == S_IFLNK) {
-        create->set_symlink_target(symlink_target.data(),
-                                   symlink_target.size());
-      }
-      log_->Append(std::move(m));
-    }
+    if (type == S_IFLNK) inode->symlink_target = symlink_target;
+    recorder_.Created(parent, name, *inode);
   }
-  if (type == S_IFLNK) inode->symlink_target = symlink_target;
   Inode& created = *inode;
   AddNewLocked(*dir, name, std::move(inode));
   TouchDirLocked(*dir);
@@ -265,14 +220,7 @@ absl::StatusOr<struct stat> Tree::Link(fuse_ino_t ino, fuse_ino_t new_parent,
   ++inode.nlink;
   TouchCtimeLocked(inode);
   TouchDirLocked(*dir);
-  if (log_ != nullptr) {
-    pb::Mutation m;
-    pb::Link* link = m.mutable_link();
-    link->set_id(ino);
-    link->set_new_parent(new_parent);
-    link->set_new_name(new_name.data(), new_name.size());
-    log_->Append(std::move(m));
-  }
+  recorder_.Linked(ino, new_parent, new_name);
   return StatForEntryLocked(inode);
 }
 
@@ -340,7 +288,7 @@ absl::StatusOr<struct stat> Tree::SetAttr(fuse_ino_t ino,
                 FUSE_SET_ATTR_SIZE)) {
     mask |= FUSE_SET_ATTR_MTIME;
   }
-  LogSetAttrLocked(inode, mask);
+  recorder_.AttrsChanged(inode, mask);
   struct stat st;
   FillStatLocked(inode, &st);
   return st;
@@ -372,7 +320,7 @@ absl::Status Tree::Unlink(fuse_ino_t parent, std::string_view name) {
         dir->dir->Remove(name);
         TouchDirLocked(*dir);
         DropLinkLocked(inode, &doomed);
-        LogRemove(parent, name, ino, /*directory=*/false,
+        recorder_.Removed(parent, name, ino, /*directory=*/false,
                   inode.nlink == 0 ? ino : 0);
         return absl::OkStatus();
       }
@@ -410,7 +358,7 @@ absl::Status Tree::RmdirLocked(Inode& dir_inode, fuse_ino_t parent,
   --dir->nlink;
   TouchDirLocked(*dir);
   DropLinkLocked(inode, doomed_out);
-  LogRemove(parent, name, ino, /*directory=*/true, ino);
+  recorder_.Removed(parent, name, ino, /*directory=*/true, ino);
   return absl::OkStatus();
 }
 
@@ -473,18 +421,11 @@ absl::Status Tree::RenameLocked(Inode& old_dir_inode, fuse_ino_t parent,
   const fuse_ino_t target_ino = new_dir->dir->Find(new_name);
 
   auto log_rename = [&](uint64_t replaced, uint64_t gone = 0) {
-    if (log_ == nullptr) return;
-    pb::Mutation m;
-    pb::Rename* rename = m.mutable_rename();
-    rename->set_parent(parent);
-    rename->set_name(name.data(), name.size());
-    rename->set_new_parent(new_parent);
-    rename->set_new_name(new_name.data(), new_name.size());
-    rename->set_flags(flags);
-    rename->set_id(ino);
-    rename->set_replaced_id(replaced);
-    log_->Append(std::move(m), gone);
+    recorder_.Renamed({parent, name, new_parent, new_name, flags, ino,
+                       replaced},
+                      gone);
   };
+
   if (flags & RENAME_EXCHANGE) {
     if (target_ino == 0) return ErrnoStatus(ENOENT);
     if (target_ino == ino) return absl::OkStatus();

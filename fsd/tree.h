@@ -44,6 +44,7 @@
 #include "absl/time/time.h"
 #include "fsd/block_budget.h"
 #include "fsd/block_cache.h"
+#include "fsd/change_recorder.h"
 #include "fsd/inode.h"
 #include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
@@ -55,10 +56,6 @@ struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
 };
-
-// The mirror's view of `inode`'s attributes.
-void FillAttr(const Inode& inode, pb::Attr* attr)
-    ABSL_SHARED_LOCKS_REQUIRED(inode.mu);
 
 class Tree {
  public:
@@ -256,14 +253,6 @@ class Tree {
   // A path of `ino` below the mount, for log lines ("?" if it has none).
   std::string PathOf(fuse_ino_t ino) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The Write message for a data slot: the newest bytes of
-  // [offset, offset + length) below the file's size, and its times. The
-  // bytes go into `write->data`, or to `out` (room for `length` bytes)
-  // when it is given. Returns how many bytes there were.
-  uint64_t FillWrite(Inode& inode, uint64_t offset, uint64_t length,
-                     pb::Write* write, char* out = nullptr)
-      ABSL_LOCKS_EXCLUDED(inode.mu);
-
  private:
   using InodePtr = std::shared_ptr<Inode>;
 
@@ -305,17 +294,6 @@ class Tree {
   absl::Status ExchangeLocked(Inode& old_dir, std::string_view name,
                               Inode& new_dir, std::string_view new_name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends a set_attr of the fields in `mask` (FUSE_SET_ATTR_* bits) of
-  // `inode` as they are now, if it is mirrored.
-  void LogSetAttrLocked(Inode& inode, uint32_t mask)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(inode.mu);
-  // Appends the removal of `name` in `parent` (object `ino`); `gone`: see
-  // MutationLog::Append.
-  void LogRemove(fuse_ino_t parent, std::string_view name, fuse_ino_t ino,
-                 bool directory, uint64_t gone);
-  void Log(pb::Mutation mutation) {
-    if (log_ != nullptr) log_->Append(std::move(mutation));
-  }
   InodePtr NewInode(fuse_ino_t ino, mode_t mode);
   // The names from the root down to `ino`: (directory, name) pairs, the
   // last one naming `ino` itself. Empty for the root; nullopt when `ino`
@@ -405,6 +383,7 @@ class Tree {
   const uint64_t block_size_;
   BlockBudget* const budget_;
   MutationLog* log_ = nullptr;  // null: no mirror
+  ChangeRecorder recorder_;  // what the mirror is told
   MirrorReader* reader_ = nullptr;  // null: nothing is ever missing
   BlockCache cache_;
 

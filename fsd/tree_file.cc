@@ -28,7 +28,7 @@ bool Tree::KillSuidGid(fuse_ino_t ino) {
   if (mode == inode->mode) return false;
   inode->mode = mode;
   inode->ctime = Now();
-  LogSetAttrLocked(*inode, FUSE_SET_ATTR_MODE);
+  recorder_.AttrsChanged(*inode, FUSE_SET_ATTR_MODE);
   return true;
 }
 
@@ -40,7 +40,7 @@ absl::Status Tree::Open(fuse_ino_t ino, int flags) {
   inode->data.Truncate(block_size_, 0);
   inode->size = 0;
   inode->mtime = inode->ctime = Now();
-  LogSetAttrLocked(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
+  recorder_.AttrsChanged(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
   return absl::OkStatus();
 }
 
@@ -140,8 +140,8 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
         inode->data.Write(block_size_, offset, data, size, &cache_room));
     inode->size = std::max<uint64_t>(inode->size, offset + size);
     if (!kernel_times) inode->mtime = inode->ctime = Now();
-    if (log_ != nullptr && inode->linked) {
-      log_->AppendWrite(inode, offset, size);
+    if (inode->linked) {
+      recorder_.Written(inode, offset, size);
     }
     return size;
   }
@@ -181,15 +181,10 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
       // log orders it like a size change: it closes the file's open
       // slots (a later write is not widened into a slot sent before it)
       // and keeps the file's blocks from eviction until it is applied.
-      if (log_ != nullptr && inode->linked) {
-        pb::Mutation m;
-        pb::PunchHole* punch = m.mutable_punch_hole();
-        punch->set_id(ino);
-        punch->set_offset(offset);
-        punch->set_length(stop - offset);
-        log_->Append(std::move(m));
+      if (inode->linked) {
+        recorder_.HolePunched(ino, offset, stop - offset);
         // Punching set the mirror file's mtime to its own now.
-        LogSetAttrLocked(*inode, FUSE_SET_ATTR_MTIME);
+        recorder_.AttrsChanged(*inode, FUSE_SET_ATTR_MTIME);
       }
     }
     return absl::OkStatus();
@@ -205,7 +200,7 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
   if (mode == 0 && end > inode->size) {
     inode->size = end;
     inode->mtime = inode->ctime = Now();
-    LogSetAttrLocked(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
+    recorder_.AttrsChanged(*inode, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME);
   }
   return absl::OkStatus();
 }

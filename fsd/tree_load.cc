@@ -1,6 +1,6 @@
 // What the Tree takes from the mirror and gives it: usage, the root's and
-// listed entries loaded, the bindings a new agent is sent, and the bytes of
-// a write being sent. Thread-safety as Tree's (tree.h).
+// listed entries loaded, and the bindings a new agent is sent.
+// Thread-safety as Tree's (tree.h).
 #include "fsd/tree.h"
 
 #include <fcntl.h>
@@ -164,26 +164,6 @@ std::vector<pb::Binding> Tree::MirrorBindings(MutationLog* log) {
     frontier = std::move(next);
   }
   return out;
-}
-
-uint64_t Tree::FillWrite(Inode& inode, uint64_t offset, uint64_t length,
-                         pb::Write* write, char* out) {
-  write->set_id(inode.ino);
-  write->set_offset(offset);
-  absl::ReaderMutexLock il(&inode.mu);
-  const uint64_t end = std::min(offset + length, inode.size);
-  const uint64_t count = end > offset ? end - offset : 0;
-  if (count > 0) {
-    if (out == nullptr) {
-      std::string* data = write->mutable_data();
-      data->resize(count);
-      out = data->data();
-    }
-    inode.data.Read(block_size_, offset, count, out);
-  }
-  write->set_atime_ns(Nanos(inode.atime));
-  write->set_mtime_ns(Nanos(inode.mtime));
-  return count;
 }
 
 }  // namespace memfuse::fsd

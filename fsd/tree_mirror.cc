@@ -53,6 +53,7 @@ void Tree::StopMirrorReads() {
 
 void Tree::SetMirrorLog(MutationLog* log) {
   log_ = log;
+  recorder_.SetLog(log);
   // Blocks the mirror acknowledges become evictable: wake whoever waits
   // for room in the cache (ReserveCache).
   BlockBudget* budget = budget_;
@@ -611,34 +612,18 @@ Tree::RepairData Tree::Repair(fuse_ino_t id) {
     const fuse_ino_t ino =
         table_.at(dir)->dir->Find(name);  // NamesOfLocked found it there
     Inode& inode = *table_.at(ino);
-    pb::Mutation m;
-    pb::Create* create = m.mutable_create();
-    create->set_parent(dir);
-    create->set_name(name);
-    create->set_repair(true);
-    {
-      absl::ReaderMutexLock il(&inode.mu);
-      FillAttr(inode, create->mutable_attr());
-    }
-    create->mutable_attr()->set_size(0);
-    if (!inode.symlink_target.empty()) {
-      create->set_symlink_target(inode.symlink_target);
-    }
-    log_->Append(std::move(m));
+    absl::ReaderMutexLock il(&inode.mu);
+    recorder_.Created(dir, name, inode, /*repair=*/true);
   }
   InodePtr target = table_.at(id);
   absl::MutexLock il(&target->mu);
   if (target->xattrs != nullptr) {
     for (const auto& [name, value] : *target->xattrs) {
-      pb::Mutation m;
-      m.mutable_set_xattr()->set_id(id);
-      m.mutable_set_xattr()->set_name(name);
-      m.mutable_set_xattr()->set_value(value);
-      log_->Append(std::move(m));
+      recorder_.XattrSet(id, name, value);
     }
   }
   if (!target->is_reg()) return data;
-  LogSetAttrLocked(*target, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+  recorder_.AttrsChanged(*target, FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
                                 FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME);
   std::vector<uint64_t> blocks;
   const uint64_t lost = target->data.ForEachHeldBlock(
@@ -669,7 +654,7 @@ void Tree::ResendBlocks(const RepairData& data) {
     // Sent as it is now: shorter, or not at all, if it shrank meanwhile
     // (and later writes and truncates are queued after the repair anyway).
     if (!inode.linked || start >= inode.size) continue;
-    log_->AppendWrite(data.inode, start,
+    recorder_.Written(data.inode, start,
                       std::min(block_size_, inode.size - start));
   }
   log_->EndRepair(inode.ino);

@@ -82,12 +82,8 @@ absl::Status Tree::SetXattr(fuse_ino_t ino, std::string_view name,
     it->second.assign(value);
   }
   inode->ctime = Now();
-  if (log_ != nullptr && inode->linked && IsMirroredXattr(name)) {
-    pb::Mutation m;
-    m.mutable_set_xattr()->set_id(ino);
-    m.mutable_set_xattr()->set_name(name.data(), name.size());
-    m.mutable_set_xattr()->set_value(value.data(), value.size());
-    log_->Append(std::move(m));
+  if (inode->linked && IsMirroredXattr(name)) {
+    recorder_.XattrSet(ino, name, value);
   }
   return absl::OkStatus();
 }
@@ -124,11 +120,8 @@ absl::Status Tree::RemoveXattr(fuse_ino_t ino, std::string_view name) {
   inode->xattrs->erase(it);
   if (inode->xattrs->empty()) inode->xattrs.reset();
   inode->ctime = Now();
-  if (log_ != nullptr && inode->linked && IsMirroredXattr(name)) {
-    pb::Mutation m;
-    m.mutable_remove_xattr()->set_id(ino);
-    m.mutable_remove_xattr()->set_name(name.data(), name.size());
-    log_->Append(std::move(m));
+  if (inode->linked && IsMirroredXattr(name)) {
+    recorder_.XattrRemoved(ino, name);
   }
   return absl::OkStatus();
 }
