@@ -168,14 +168,30 @@ TEST_F(HttpMirrorTest, SequentialWritesCostAboutOneRequestPerBlock) {
   const int64_t writes = server_.RequestCount(FakeInvariantServer::kWrite);
   const int64_t total = server_.TotalRequests();
   EXPECT_EQ(server_.BytesWritten(), static_cast<int64_t>(kSize));
-  // 64 blocks of 256 KiB: one POST each, plus a handful for the create
-  // and the times. The group commits (syncs) come every few hundred
-  // milliseconds while writes arrive, so their number follows the
-  // machine's speed: bounded by the writes, not counted with the rest.
+  // 64 blocks of 256 KiB: one POST each, plus a handful for the create.
+  // The group commits (syncs) come every few hundred milliseconds while
+  // writes arrive, so their number follows the machine's speed, and each
+  // commit sets the file's times and reads back its info: those are
+  // bounded by the commits, and the commits by the writes.
   const int64_t syncs = server_.RequestCount(FakeInvariantServer::kSync);
-  EXPECT_LE(writes, 64 + 2);
-  EXPECT_LE(syncs, writes);
-  EXPECT_LE(total - syncs, writes + 10) << "requests besides the writes";
+  const int64_t times =
+      server_.RequestCount(FakeInvariantServer::kSetAttributes);
+  const int64_t infos = server_.RequestCount(FakeInvariantServer::kInfo);
+  std::string counts;
+  for (absl::string_view kind :
+       {FakeInvariantServer::kInfo, FakeInvariantServer::kList,
+        FakeInvariantServer::kLookup, FakeInvariantServer::kRead,
+        FakeInvariantServer::kWrite, FakeInvariantServer::kCreate,
+        FakeInvariantServer::kSetAttributes, FakeInvariantServer::kSetSize,
+        FakeInvariantServer::kSync, FakeInvariantServer::kNoRoute}) {
+    absl::StrAppend(&counts, " ", kind, ": ", server_.RequestCount(kind), ";");
+  }
+  EXPECT_LE(writes, 64 + 2) << counts;
+  EXPECT_LE(syncs, writes) << counts;
+  EXPECT_LE(times, syncs + 2) << "more than one per commit:" << counts;
+  EXPECT_LE(infos, syncs + 2) << "more than one per commit:" << counts;
+  EXPECT_LE(total - syncs - times - infos, writes + 6)
+      << "requests besides the writes and the commits:" << counts;
   std::string why;
   EXPECT_TRUE(FileHoldsStream(mount() + "/big", 7, kSize, &why)) << why;
   ASSERT_TRUE(CleanExit(Unmount()));
