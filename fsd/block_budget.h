@@ -4,9 +4,9 @@
 // Reservations are made before memory is allocated, so resident bytes never
 // exceed the limit, even transiently.
 //
-// Who cannot reserve and must wait for room (Tree::ReserveCache) waits for
-// a change here: room released, or Wake() (blocks became evictable). The
-// releases stay lock-free while nobody waits.
+// Who cannot reserve and must wait for room (BlockFetcher::Reserve) waits
+// for a change here: room released, or Wake() (blocks became evictable).
+// The releases stay lock-free while nobody waits.
 #ifndef MEMFUSE_FSD_BLOCK_BUDGET_H_
 #define MEMFUSE_FSD_BLOCK_BUDGET_H_
 
@@ -110,15 +110,15 @@ class BlockBudget {
 // Bytes reserved in a BlockBudget ahead of the work that needs them (made
 // before taking an inode's lock, where room can be made by eviction); what
 // is not taken goes back when this goes.
-class BudgetRoom {
+class CacheReservation {
  public:
-  BudgetRoom() = default;
-  BudgetRoom(BlockBudget* budget, uint64_t bytes)
+  CacheReservation() = default;
+  CacheReservation(BlockBudget* budget, uint64_t bytes)
       : budget_(budget), bytes_(bytes) {}
-  BudgetRoom(BudgetRoom&& other) noexcept
+  CacheReservation(CacheReservation&& other) noexcept
       : budget_(std::exchange(other.budget_, nullptr)),
         bytes_(std::exchange(other.bytes_, 0)) {}
-  BudgetRoom& operator=(BudgetRoom&& other) noexcept {
+  CacheReservation& operator=(CacheReservation&& other) noexcept {
     if (this != &other) {
       Reset();
       budget_ = std::exchange(other.budget_, nullptr);
@@ -126,7 +126,7 @@ class BudgetRoom {
     }
     return *this;
   }
-  ~BudgetRoom() { Reset(); }
+  ~CacheReservation() { Reset(); }
 
   // Takes `bytes` of the room: true if it held that many.
   bool Take(uint64_t bytes) {

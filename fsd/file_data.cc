@@ -176,7 +176,7 @@ void FileData::FindMissing(uint64_t block_size, uint64_t offset,
 }
 
 bool FileData::Install(uint64_t block_size, const Missing& missing,
-                       Buffer buffer, uint64_t filled, BudgetRoom* room) {
+                       Buffer buffer, uint64_t filled, CacheReservation* room) {
   Missing now;
   if (!IsMissing(block_size, missing.index, &now) || now.gen != missing.gen) {
     return false;
@@ -211,7 +211,7 @@ bool FileData::Install(uint64_t block_size, const Missing& missing,
 }
 
 bool FileData::Install(uint64_t block_size, const Missing& missing,
-                       std::string_view bytes, BudgetRoom* room) {
+                       std::string_view bytes, CacheReservation* room) {
   const uint64_t capacity = CapacityFor(missing.length, block_size);
   const uint64_t filled = std::min<uint64_t>(bytes.size(), capacity);
   Buffer buffer = NewBuffer(capacity);
@@ -245,7 +245,7 @@ bool FileData::TestAndClearReferenced(uint64_t index, bool* resident) {
 }
 
 absl::Status FileData::ReserveFor(uint64_t block_size, uint64_t offset,
-                                  uint64_t end, BudgetRoom* room) {
+                                  uint64_t end, CacheReservation* room) {
   const uint64_t last = (end - 1) / block_size;
   uint64_t extra = 0;
   for (uint64_t index = offset / block_size; index <= last; ++index) {
@@ -298,7 +298,7 @@ void FileData::Read(uint64_t block_size, uint64_t offset, uint64_t length,
 
 absl::Status FileData::Write(uint64_t block_size, uint64_t offset,
                              const char* data, uint64_t length,
-                             BudgetRoom* room) {
+                             CacheReservation* room) {
   if (length == 0) return absl::OkStatus();
   const uint64_t end = offset + length;
 

@@ -86,10 +86,10 @@ class FileData {
   // were fetched, the block `missing` names, paid from `room`, if it is
   // still that missing block; false (nothing taken) otherwise.
   bool Install(uint64_t block_size, const Missing& missing, Buffer buffer,
-               uint64_t filled, BudgetRoom* room);
+               uint64_t filled, CacheReservation* room);
   // The same from bytes held elsewhere (copied).
   bool Install(uint64_t block_size, const Missing& missing,
-               std::string_view bytes, BudgetRoom* room);
+               std::string_view bytes, CacheReservation* room);
 
   // Frees resident block `index` (the caller made sure the mirror holds
   // its bytes): it is missing from now on. Returns the bytes freed. The
@@ -112,7 +112,7 @@ class FileData {
   // missing.
   absl::Status Write(uint64_t block_size, uint64_t offset,
                      const char* data, uint64_t length,
-                     BudgetRoom* room = nullptr);
+                     CacheReservation* room = nullptr);
 
   // Drops everything at or past `new_size` (zeroing the tail of the last
   // block, so a later extension reads zeros).
@@ -168,7 +168,7 @@ class FileData {
   // Charges the budget for what blocks covering [offset, end) still lack;
   // ENOSPC, charging nothing, if it cannot. REQUIRES: offset < end.
   absl::Status ReserveFor(uint64_t block_size, uint64_t offset, uint64_t end,
-                          BudgetRoom* room);
+                          CacheReservation* room);
   // How many bytes of block `index` the mirror holds (0: not missing).
   uint64_t MirrorLengthOf(uint64_t block_size, uint64_t index,
                           const Block* block) const;

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   if (options.has_mirror()) {
     tree.SetMirrorLog(&log);
     mirror = std::make_unique<MirrorClient>(options, &tree, &log);
-    tree.SetMirrorReader(mirror.get());
+    tree.SetMirrorReader(mirror->reader());
     if (absl::Status started = mirror->Start(); !started.ok()) {
       std::cerr << "mem-fuse: mirror " << options.mirror
                 << options.mirror_socket << ": " << started.message() << "\n";

@@ -1,27 +1,24 @@
-// fsd's side of the mirror: the connection to mirrord, loading what the
-// mirror holds at mount, streaming the MutationLog, fsync barriers and the
-// drain at exit.
+// fsd's side of the mirror, put together: reaching the agent and keeping
+// it (MirrorChannel), loading what the mirror holds at mount, streaming the
+// MutationLog (MutationStreamer), the Tree's reads of the mirror
+// (MirrorReads), re-creating what the mirror lost, fsync barriers and the
+// drain at exit (drain.h).
 //
-// Two ways to reach mirrord: spawn it as a child over a socketpair (one
-// command, --mirror), or connect to a Unix socket (--mirror-socket). When
-// the connection breaks (mirrord killed, restarted, crashed) fsd keeps
-// serving from memory and one thread reconnects with backoff, respawning the
-// child in the first mode; then it tells the new agent where every known
-// object is (Bind) and resends everything unacknowledged after the agent's
-// last applied sequence number (DESIGN.md, invariant 7).
+// When the connection breaks (mirrord killed, restarted, crashed) fsd keeps
+// serving from memory and one thread reconnects with backoff, respawning a
+// child agent; then it tells the new agent where every known object is
+// (Bind) and resends everything unacknowledged after the agent's last
+// applied sequence number (DESIGN.md, invariant 7).
 //
-// Thread-safe: Sync() is called from FUSE worker threads; Start(), Drain()
-// and Stop() from the main thread.
+// Thread-safe: Sync() and StatFs() are called from FUSE worker threads;
+// Start(), Drain() and Stop() from the main thread.
 #ifndef MEMFUSE_FSD_MIRROR_CLIENT_H_
 #define MEMFUSE_FSD_MIRROR_CLIENT_H_
-
-#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,21 +26,17 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
-#include "absl/time/time.h"
-#include "common/shared_region.h"
-#include "fsd/agent_process.h"
-#include "fsd/mirror_reader.h"
+#include "fsd/mirror_channel.h"
+#include "fsd/mirror_reads.h"
 #include "fsd/mutation_log.h"
+#include "fsd/mutation_streamer.h"
 #include "fsd/options.h"
 #include "fsd/tree.h"
-#include "mirror.grpc.pb.h"
 
 namespace memfuse::fsd {
 
-class MirrorClient : public MirrorReader {
+class MirrorClient {
  public:
   MirrorClient(const Options& options, Tree* tree, MutationLog* log);
   MirrorClient(const MirrorClient&) = delete;
@@ -55,12 +48,16 @@ class MirrorClient : public MirrorReader {
   // a few seconds or the mirror's files do not fit in the cache.
   absl::Status Start();
 
+  // What the Tree reads the mirror through (Tree::SetMirrorReader).
+  MirrorReader* reader() { return &reads_; }
+
   // A durability barrier for object `id` (0: everything): returns once all
-  // mutations before it are applied and fsync'ed in the mirror. Returns an
-  // errno: EIO if the mirror refused data of `id` for good.
-  // EINTR once `interrupted` is set (the program's FUSE_INTERRUPT; the
-  // barrier itself still goes to the mirror).
-  int Sync(uint64_t id, const std::atomic<bool>* interrupted = nullptr);
+  // mutations before it are applied and fsync'ed in the mirror. EIO if
+  // the mirror refused data of `id` for good; EINTR once `interrupted` is
+  // set (the program's FUSE_INTERRUPT; the barrier itself still goes to
+  // the mirror).
+  absl::Status Sync(uint64_t id,
+                    const std::atomic<bool>* interrupted = nullptr);
   // A forced exit: every wait for the mirror on a FUSE thread returns now
   // (their programs get EIO), so that the session can end.
   void Abandon();
@@ -80,85 +77,34 @@ class MirrorClient : public MirrorReader {
   // Ends the stream and the agent (after Drain, or to give up).
   void Stop();
 
-  // MirrorReader: through the current agent, waiting for one to be back
-  // (up to kReadTimeout) if it is restarting.
-  absl::StatusOr<uint64_t> ReadBlock(uint64_t id, uint64_t offset,
-                                     uint64_t length, char* out) override;
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
-      uint64_t id, uint64_t first_id, uint64_t max_new_ids) override;
-
-  // The mirror's capacity, for statfs(2) on the mount (FUSE threads).
-  // Asks the agent at most about once a second (`df` in a loop costs it
-  // nothing) and never waits long for it: while one caller asks, or when
-  // the agent cannot answer (restarting, gone), the last answer stands;
-  // nullopt until a first one came.
-  std::optional<pb::StatFsResponse> StatFs() ABSL_LOCKS_EXCLUDED(statfs_mu_);
+  // The mirror's capacity, for statfs(2) on the mount (MirrorReads).
+  std::optional<pb::StatFsResponse> StatFs() { return reads_.StatFs(); }
 
  private:
-  using Stub = memfuse::mirror::v1::Mirror::Stub;
-
-  // A new channel: a freshly spawned agent or the socket.
-  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Handshake on the current channel; rewinds the log to what the agent
-  // has applied and sends the bindings.
-  absl::Status HandshakeAndBind(bool first);
-  // --lazy-load false: lists every directory (at mount).
-  absl::Status LoadMirror();
-  // --lazy-load false: reads file data until the cache is full (a thread).
-  void Prefetch();
-  std::shared_ptr<Stub> CurrentStub();
-  template <typename Call>
-  grpc::Status CallWithRetry(std::string_view what, Call call);
+  // Connects and shakes hands; the first time loads the mirror's root
+  // (and with --lazy-load false, everything), later rewinds the log to
+  // what the agent applied and sends it the bindings.
+  absl::Status Connect(bool first);
+  // Streams, reconnecting with backoff, until Stop() (a thread).
   void Run();
-  // One Apply stream, until it breaks or Stop().
-  void Stream(Stub* stub);
   // The repairs' blocks, sent under the dirty limit (a thread).
   void ResendRepairs();
-  // The Mutation for a data slot taken from the log: its bytes in the data
-  // region when the agent has it and there is room, else inline.
-  std::shared_ptr<const pb::Mutation> BuildWrite(
-      const MutationLog::Outgoing& out);
-  // `message` as this agent can take it: a write naming the data region
-  // is sent inline to an agent without the region.
-  std::shared_ptr<const pb::Mutation> ForThisAgent(
-      std::shared_ptr<const pb::Mutation> message);
 
   const Options options_;
   Tree* const tree_;
   MutationLog* const log_;
-  const uint64_t session_id_;
+  MirrorChannel channel_;
+  MirrorReads reads_;
+  MutationStreamer streamer_;
 
   absl::Mutex mu_;
-  // Shared with the reads in flight on FUSE threads, which may outlive a
-  // reconnect.
-  std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
-  // The agent fsd started (--mirror), made at the first connect.
-  std::unique_ptr<AgentProcess> agent_ ABSL_GUARDED_BY(mu_);
-  // The live Apply stream's call, for Stop() to cancel.
-  grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-
-  // The data region passed to spawned agents (common/shared_region.h); null
-  // with --mirror-socket. Shared with the deleters of the messages that
-  // hold ranges of it, which may outlive this client in the log.
-  std::shared_ptr<common::SharedRegion> region_;
-  std::shared_ptr<common::RegionAllocator> region_ranges_;
-  // The current agent mapped the region.
-  std::atomic<bool> agent_has_region_{false};
-
-  // StatFs()'s last answer and when it was last asked for. Never held
-  // with mu_ nor across the call to the agent.
-  absl::Mutex statfs_mu_;
-  std::optional<pb::StatFsResponse> statfs_ ABSL_GUARDED_BY(statfs_mu_);
-  absl::Time statfs_asked_ ABSL_GUARDED_BY(statfs_mu_) = absl::InfinitePast();
-  bool statfs_asking_ ABSL_GUARDED_BY(statfs_mu_) = false;
+  // Repairs whose blocks are still to be sent.
+  std::deque<Tree::RepairData> repairs_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<bool> stopping_{false};
-  absl::Notification stopped_;
   std::thread runner_;
   std::thread prefetcher_;
   std::thread repairer_;
-  // Repairs whose blocks are still to be sent.
-  std::deque<Tree::RepairData> repairs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace memfuse::fsd

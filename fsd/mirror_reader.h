@@ -1,6 +1,7 @@
 // What the Tree reads from the mirror on demand: listings of directories it
 // has not loaded yet and blocks of files it does not hold (lazy loading and
-// eviction). MirrorClient implements it over the agent's connection.
+// eviction). MirrorReads implements it over the agent's connection; the
+// unit tests, with fakes.
 //
 // Thread-safe; calls block until the agent answers (or gives up) and are
 // made with no lock of the Tree's held.
@@ -10,7 +11,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "mirror.pb.h"
 
 namespace memfuse::fsd {
@@ -29,6 +32,12 @@ class MirrorReader {
   virtual absl::StatusOr<::memfuse::mirror::v1::ListDirectoryResponse>
   ListDirectory(uint64_t id, uint64_t first_id, uint64_t max_new_ids) = 0;
 };
+
+// What a failed read of the mirror (`what`, for the log) is for the
+// program that caused it: ENOSPC (no room in the cache) keeps its meaning;
+// a broken connection or agent is an I/O error. Logged.
+absl::Status MirrorReadError(const absl::Status& status,
+                             absl::string_view what);
 
 }  // namespace memfuse::fsd
 

@@ -72,49 +72,8 @@ uint64_t MutationLog::Append(pb::Mutation mutation, uint64_t gone) {
   return AppendLocked(std::move(slot));
 }
 
-uint64_t MutationLog::BlockCharge(uint64_t end) const {
-  return BlockBufferBytes(end, block_size_);
-}
-
-uint64_t MutationLog::DirtyCharge(uint64_t offset, uint64_t length) const {
-  uint64_t charge = 0;
-  const uint64_t end = offset + length;
-  for (uint64_t block = offset / block_size_; block * block_size_ < end;
-       ++block) {
-    charge += BlockCharge(std::min(end, (block + 1) * block_size_) -
-                          block * block_size_);
-  }
-  return charge;
-}
-
-MutationLog::DirtyRoom MutationLog::ReserveDirty(uint64_t bytes) {
-  if (dirty_limit_ == 0) return DirtyRoom();
-  bytes = std::min(bytes, dirty_limit_);
-  absl::MutexLock l(&mu_);
-  auto room = [this, bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || dirty_bytes_ + dirty_room_ + bytes <= dirty_limit_;
-  };
-  if (!room()) {
-    ++dirty_waits_;
-    mu_.Await(absl::Condition(&room));
-  }
-  if (shutdown_) return DirtyRoom();
-  dirty_room_ += bytes;
-  return DirtyRoom(this, bytes);
-}
-
-void MutationLog::ReleaseRoom(uint64_t bytes) {
-  absl::MutexLock l(&mu_);
-  dirty_room_ -= bytes;
-}
-
 void MutationLog::CleanLocked(std::pair<uint64_t, uint64_t> key) {
-  auto it = dirty_.find(key);
-  if (it == dirty_.end()) return;
-  if (--it->second.slots > 0) return;
-  dirty_bytes_ -= it->second.charge;
-  dirty_.erase(it);
-  CleanedLocked();
+  if (dirty_.Clean(key.first, key.second)) CleanedLocked();
 }
 
 void MutationLog::AppendWrite(const std::shared_ptr<Inode>& inode,
@@ -127,14 +86,9 @@ void MutationLog::AppendWrite(const std::shared_ptr<Inode>& inode,
        ++block) {
     const uint64_t lo = std::max(offset, block * block_size_);
     const uint64_t hi = std::min(end, (block + 1) * block_size_);
-    DirtyBlock& dirty = dirty_[{inode->ino, block}];
-    const uint64_t charge = BlockCharge(hi - block * block_size_);
-    if (charge > dirty.charge) {
-      dirty_bytes_ += charge - dirty.charge;
-      dirty.charge = charge;
-      dirty_peak_ = std::max(dirty_peak_, dirty_bytes_);
-    }
     auto it = open.find(block);
+    dirty_.Mark(inode->ino, block, hi - block * block_size_,
+                /*new_slot=*/it == open.end());
     if (it != open.end()) {
       Slot& slot = SlotLocked(it->second);
       const uint64_t new_lo = std::min(slot.offset, lo);
@@ -151,12 +105,11 @@ void MutationLog::AppendWrite(const std::shared_ptr<Inode>& inode,
     slot.length = hi - lo;
     slot.is_data = true;
     data_bytes_ += slot.length;
-    ++dirty.slots;
     open[block] = AppendLocked(std::move(slot));
   }
 }
 
-std::optional<MutationLog::Outgoing> MutationLog::TakeNext(
+std::optional<MutationLog::ToSend> MutationLog::TakeNext(
     absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -171,7 +124,7 @@ std::optional<MutationLog::Outgoing> MutationLog::TakeNext(
   }
   const uint64_t seq = send_seq_++;
   Slot& slot = SlotLocked(seq);
-  Outgoing out;
+  ToSend out;
   out.seq = seq;
   if (slot.message != nullptr) {
     out.message = slot.message;
@@ -194,7 +147,7 @@ std::optional<MutationLog::Outgoing> MutationLog::TakeNext(
   return out;
 }
 
-void MutationLog::Built(uint64_t seq,
+void MutationLog::KeepForResend(uint64_t seq,
                         std::shared_ptr<const pb::Mutation> message) {
   absl::MutexLock l(&mu_);
   if (seq < front_seq_ || seq >= next_seq_) return;  // acked meanwhile
@@ -466,7 +419,7 @@ int MutationLog::FailedErrno(uint64_t id) {
 
 bool MutationLog::IsBlockClean(uint64_t id, uint64_t index) {
   absl::MutexLock l(&mu_);
-  return !dirty_.contains(std::make_pair(id, index)) &&
+  return !dirty_.Contains(id, index) &&
          !size_changes_.contains(id) && !failed_.contains(id) &&
          !repairing_.contains(id);
 }
@@ -478,9 +431,10 @@ MutationLog::Backlog MutationLog::GetBacklog() {
   b.data_bytes = data_bytes_;
   b.acked_bytes = acked_bytes_;
   b.last_acked = front_seq_ - 1;
-  b.dirty_bytes = dirty_bytes_;
-  b.dirty_peak = dirty_peak_;
-  b.dirty_waits = dirty_waits_;
+  const DirtySet::Stats dirty = dirty_.GetStats();
+  b.dirty_bytes = dirty.bytes;
+  b.dirty_peak = dirty.peak;
+  b.dirty_waits = dirty.waits;
   b.repairs = repairs_;
   b.refused_objects = refused_objects_;
   b.lost_bytes = lost_bytes_;
@@ -500,10 +454,11 @@ bool MutationLog::WaitEmpty(absl::Duration timeout) {
 void MutationLog::Shutdown() {
   absl::MutexLock l(&mu_);
   shutdown_ = true;
+  dirty_.Shutdown();
   CleanedLocked();  // cache waiters look again, and see it
 }
 
-void MutationLog::Poke() {
+void MutationLog::WakeSender() {
   absl::MutexLock l(&mu_);
   poked_ = true;
 }

@@ -17,8 +17,12 @@
 // Ack arrives (invariant 3): on a reconnect everything unacknowledged is sent
 // again with its original sequence number (invariant 7).
 //
-// Thread-safe. Lock order: Tree::mu_, Inode::mu, then MutationLog::mu_; the
-// sender never holds mu_ while reading file data or talking to mirrord.
+// Which blocks are dirty, and the write limit, are the DirtySet's
+// (dirty_set.h): the log marks and cleans them as slots come and go.
+//
+// Thread-safe. Lock order: Tree::mu_, Inode::mu, MutationLog::mu_, then the
+// DirtySet's; the sender never holds mu_ while reading file data or talking
+// to mirrord.
 #ifndef MEMFUSE_FSD_MUTATION_LOG_H_
 #define MEMFUSE_FSD_MUTATION_LOG_H_
 
@@ -37,6 +41,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "fsd/dirty_set.h"
 #include "mirror.pb.h"
 
 namespace memfuse::fsd {
@@ -54,7 +59,7 @@ class MutationLog {
   // `dirty_limit`: the most bytes of dirty blocks (--cache-max-write-size);
   // 0 for no limit.
   explicit MutationLog(uint64_t block_size, uint64_t dirty_limit = 0)
-      : block_size_(block_size), dirty_limit_(dirty_limit) {}
+      : block_size_(block_size), dirty_(block_size, dirty_limit) {}
   MutationLog(const MutationLog&) = delete;
   MutationLog& operator=(const MutationLog&) = delete;
 
@@ -71,39 +76,15 @@ class MutationLog {
   void AppendWrite(const std::shared_ptr<Inode>& inode, uint64_t offset,
                    uint64_t length) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The dirty limit. A block is dirty from the write until the mutation
-  // carrying its last version is acknowledged; it counts with the memory
-  // it holds (the block's buffer, at most the block size).
-  //
-  // Room for a write that may dirty up to `bytes` more: waits (holding no
-  // lock of the caller's, see Tree::Write) until the blocks dirty now plus
-  // the room others hold leave `bytes`, so dirty bytes never pass the
-  // limit. The room is held until the returned object goes. Returns at
-  // once after Shutdown().
-  class DirtyRoom {
-   public:
-    DirtyRoom() = default;
-    DirtyRoom(MutationLog* log, uint64_t bytes) : log_(log), bytes_(bytes) {}
-    DirtyRoom(DirtyRoom&& other) noexcept
-        : log_(std::exchange(other.log_, nullptr)), bytes_(other.bytes_) {}
-    DirtyRoom& operator=(DirtyRoom&&) = delete;
-    ~DirtyRoom() {
-      if (log_ != nullptr) log_->ReleaseRoom(bytes_);
-    }
-
-   private:
-    MutationLog* log_ = nullptr;
-    uint64_t bytes_ = 0;
-  };
-  DirtyRoom ReserveDirty(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
-  uint64_t dirty_limit() const { return dirty_limit_; }
-  // The most that writing [offset, offset + length) can add to the dirty
-  // bytes: for each block it touches, the buffer that holds up to its end.
-  uint64_t DirtyCharge(uint64_t offset, uint64_t length) const;
+  // The dirty blocks and the write limit (dirty_set.h): the log marks
+  // blocks dirty as writes are appended and clean as their slots are
+  // acknowledged and durable; writers reserve room there first.
+  DirtySet& dirty() { return dirty_; }
 
   // What the sender sends next: a complete message, or a data slot the
-  // sender turns into one (Tree::FillWrite) and hands back with Built().
-  struct Outgoing {
+  // sender turns into one (ChangeRecorder::WriteMessage) and hands back
+  // with KeepForResend().
+  struct ToSend {
     uint64_t seq = 0;
     std::shared_ptr<const pb::Mutation> message;  // null for a data slot
     // Data slot: the file, or null if it is gone (its last name removed
@@ -116,10 +97,10 @@ class MutationLog {
   };
   // Waits up to `timeout` for something to send (and for room in flight);
   // nullopt on timeout or after Shutdown().
-  std::optional<Outgoing> TakeNext(absl::Duration timeout)
+  std::optional<ToSend> TakeNext(absl::Duration timeout)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The message built for data slot `seq`, kept for resending.
-  void Built(uint64_t seq, std::shared_ptr<const pb::Mutation> message)
+  void KeepForResend(uint64_t seq, std::shared_ptr<const pb::Mutation> message)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // mirrord applied (or refused for good) everything up to `ack.seq`.
@@ -234,7 +215,7 @@ class MutationLog {
   // Wakes every waiter; TakeNext and the waits return from now on.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes TakeNext once (the sender checks its connection).
-  void Poke() ABSL_LOCKS_EXCLUDED(mu_);
+  void WakeSender() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Slot {
@@ -252,9 +233,6 @@ class MutationLog {
     uint64_t gone = 0;            // see Append()
   };
 
-  void ReleaseRoom(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
-  // The buffer size holding a block's bytes up to `end` (within it).
-  uint64_t BlockCharge(uint64_t end) const;
   // A data slot of block `key` is acknowledged (or dropped).
   void CleanLocked(std::pair<uint64_t, uint64_t> key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -279,20 +257,8 @@ class MutationLog {
   }
 
   const uint64_t block_size_;
-  const uint64_t dirty_limit_;
   absl::Mutex mu_;
-  // Dirty blocks, by (inode, block index): the data slots not yet
-  // acknowledged that carry parts of it, and the memory it is counted with.
-  struct DirtyBlock {
-    int slots = 0;
-    uint64_t charge = 0;
-  };
-  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, DirtyBlock> dirty_
-      ABSL_GUARDED_BY(mu_);
-  uint64_t dirty_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t dirty_peak_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t dirty_room_ ABSL_GUARDED_BY(mu_) = 0;  // held by DirtyRooms
-  uint64_t dirty_waits_ ABSL_GUARDED_BY(mu_) = 0;
+  DirtySet dirty_;
   std::deque<Slot> queue_ ABSL_GUARDED_BY(mu_);  // seqs front_seq_ ...
   uint64_t front_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;  // next to assign

@@ -64,7 +64,7 @@ std::string ServiceStatus::Line() {
   }
   if (log != nullptr) {
     absl::StrAppendFormat(&line, "; dirty %s of %s; %u changes not mirrored",
-                          MiB(b.dirty_bytes), MiB(log->dirty_limit()),
+                          MiB(b.dirty_bytes), MiB(log->dirty().limit()),
                           b.mutations);
   }
   return line;

@@ -23,7 +23,7 @@ using common::ErrnoStatus;
 using namespace tree_rules;  // NOLINT: the Tree's own rules
 
 Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
-    : block_size_(block_size), budget_(budget) {
+    : block_size_(block_size), budget_(budget), fetcher_(block_size, budget) {
   InodePtr root = NewInode(FUSE_ROOT_ID, S_IFDIR | 0755);
   root->nlink = 2;
   root->parent = FUSE_ROOT_ID;
@@ -42,7 +42,7 @@ Tree::Tree(uint64_t block_size, BlockBudget* budget, Caller root_owner)
 
 Tree::InodePtr Tree::NewInode(fuse_ino_t ino, mode_t mode) {
   auto inode = std::make_shared<Inode>(ino, mode, budget_,
-                                       log_ != nullptr ? &cache_ : nullptr);
+                                       log_ != nullptr ? fetcher_.cache() : nullptr);
   {
     absl::MutexLock il(&inode->mu);
     inode->data.SetOwner(inode);
@@ -336,7 +336,7 @@ absl::Status Tree::Rmdir(fuse_ino_t parent, std::string_view name) {
   // The directory's emptiness is only known once it is listed; a name
   // replaced meanwhile by another unlisted directory is listed in turn.
   while (true) {
-    RETURN_IF_ERROR(PrepareVictim(parent, name));
+    RETURN_IF_ERROR(ListBeforeRemoval(parent, name));
     absl::MutexLock l(&mu_);
     ASSIGN_OR_RETURN(Inode * dir, GetDirLocked(parent));
     const fuse_ino_t ino = dir->dir->Find(name);
@@ -379,7 +379,7 @@ absl::Status Tree::Rename(fuse_ino_t parent, std::string_view name,
   std::vector<InodePtr> doomed;
   while (true) {
     if (!(flags & RENAME_EXCHANGE)) {
-      RETURN_IF_ERROR(PrepareVictim(new_parent, new_name));
+      RETURN_IF_ERROR(ListBeforeRemoval(new_parent, new_name));
     }
     InodePtr fetch;
     {

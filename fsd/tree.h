@@ -44,10 +44,12 @@
 #include "absl/time/time.h"
 #include "fsd/block_budget.h"
 #include "fsd/block_cache.h"
+#include "fsd/block_fetcher.h"
 #include "fsd/change_recorder.h"
 #include "fsd/inode.h"
 #include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
+#include "fsd/single_flight.h"
 
 namespace memfuse::fsd {
 
@@ -194,15 +196,13 @@ class Tree {
   CacheStats GetCacheStats() const;
 
   // How long a read, and a write, waits for room in the cache while the
-  // mirror may still make some (dirty blocks become clean as it
-  // acknowledges them); then EIO. A write waiting for the mirror is
-  // backpressure, as at the dirty limit, so it is given longer. (Tests
-  // shorten them.) Call before serving.
-  static constexpr absl::Duration kReadRoomWait = absl::Seconds(30);
-  static constexpr absl::Duration kWriteRoomWait = absl::Seconds(60);
+  // mirror may still make some (BlockFetcher). (Tests shorten them.) Call
+  // before serving.
+  static constexpr absl::Duration kReadRoomWait = BlockFetcher::kReadRoomWait;
+  static constexpr absl::Duration kWriteRoomWait =
+      BlockFetcher::kWriteRoomWait;
   void SetRoomWaits(absl::Duration read, absl::Duration write) {
-    read_room_wait_ = read;
-    write_room_wait_ = write;
+    fetcher_.SetRoomWaits(read, write);
   }
 
   // The tree's own memory (not in --cache-size): inodes, directory
@@ -303,17 +303,8 @@ class Tree {
   absl::Status LoadEntryLocked(Inode& dir, const pb::DirEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- Lazy loading and eviction (tree_mirror.cc) ------------------------
-  // One fetch in flight (of a block or a listing), which later askers wait
-  // for instead of fetching again.
-  struct Flight {
-    absl::Notification done;
-    absl::Status status;
-  };
-  // How room in the cache is made for a block: evicting clean blocks, and
-  // waiting for the mirror when none is clean (up to the read or the
-  // write bound); only evicting; or only with what is free.
-  enum class Room { kWaitForRead, kWaitForWrite, kEvict, kFreeOnly };
+  // --- Lazy loading (tree_mirror.cc) --------------------------------------
+  using Room = BlockFetcher::Room;
   // Holds a pin (Inode::pins) on one file until it goes or holds another.
   class VictimPin {
    public:
@@ -331,18 +322,12 @@ class Tree {
    private:
     std::shared_ptr<Inode> inode_;
   };
-  // Runs `work` for `key`, unless a run for it is in flight already: then
-  // waits for that one and returns its result.
-  template <typename Key, typename Work>
-  absl::Status OnceInFlight(
-      absl::flat_hash_map<Key, std::shared_ptr<Flight>>* flights,
-      const Key& key, Work work) ABSL_LOCKS_EXCLUDED(flights_mu_);
   // Lists `ino` from the mirror now (one listing in flight per directory).
   absl::Status ListNow(fuse_ino_t ino);
   absl::Status ListOnce(fuse_ino_t ino);
   // Before `name` in `parent` loses that name: an unlisted directory is
   // listed (its emptiness matters).
-  absl::Status PrepareVictim(fuse_ino_t parent, std::string_view name);
+  absl::Status ListBeforeRemoval(fuse_ino_t parent, std::string_view name);
   // An open file losing its last name keeps its bytes, and the mirror
   // drops them with the name, so its missing blocks are fetched first.
   // The decision is made under the exclusive tree lock by the unlink or
@@ -359,33 +344,12 @@ class Tree {
   // name goes) and fetches its missing blocks, with no lock held.
   void FetchBeforeLastName(const InodePtr& victim, VictimPin* pin)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Fetches `wanted` blocks of `inode` (joining fetches in flight), with
-  // no lock held; returns the first error. With `how`, room is made
-  // by evicting clean blocks (and waiting for the mirror if none is).
-  absl::Status Fetch(const InodePtr& inode,
-                     const std::vector<FileData::Missing>& wanted,
-                     Room how);
-  absl::Status FetchOne(const InodePtr& inode, const FileData::Missing& m,
-                        Room how);
-  // Reserves `bytes` of the cache, evicting clean blocks as needed; with a
-  // mirror, waits while dirty blocks may still become clean (up to the
-  // bound of `how`, then EIO); ENOSPC when nothing can make room.
-  absl::StatusOr<BudgetRoom> ReserveCache(uint64_t bytes, Room how);
-  // Sets `*busy` when the block was passed over only because its file
-  // was locked at that moment.
-  BlockCache::Verdict JudgeForEviction(Inode& inode, uint64_t index,
-                                       uint64_t* freed, bool* busy);
-  // A read of [offset, offset+length) of `inode` ended: if it continues
-  // the previous one, the blocks after it are fetched in the background.
-  void Readahead(const InodePtr& inode, uint64_t offset, uint64_t length);
-  void ReadaheadLoop();
-
   const uint64_t block_size_;
   BlockBudget* const budget_;
   MutationLog* log_ = nullptr;  // null: no mirror
   ChangeRecorder recorder_;  // what the mirror is told
   MirrorReader* reader_ = nullptr;  // null: nothing is ever missing
-  BlockCache cache_;
+  BlockFetcher fetcher_;
 
   // Whether `inode`, its mirrored xattr `name` set to a value of
   // `value_size` bytes, still fits the mirror's room for them.
@@ -397,32 +361,8 @@ class Tree {
   absl::Mutex limits_mu_;
   pb::MirrorLimits limits_ ABSL_GUARDED_BY(limits_mu_);
 
-  absl::Mutex flights_mu_;
-  absl::flat_hash_map<std::pair<fuse_ino_t, uint64_t>, std::shared_ptr<Flight>>
-      block_flights_ ABSL_GUARDED_BY(flights_mu_);
-  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<Flight>> dir_flights_
-      ABSL_GUARDED_BY(flights_mu_);
+  SingleFlight<fuse_ino_t> dir_flights_;
   std::atomic<uint64_t> dirs_listed_{0};
-  std::atomic<uint64_t> blocks_fetched_{0};
-  std::atomic<uint64_t> bytes_fetched_{0};
-  std::atomic<uint64_t> readahead_blocks_{0};
-  std::atomic<uint64_t> cache_waits_{0};
-  absl::Duration read_room_wait_ = kReadRoomWait;
-  absl::Duration write_room_wait_ = kWriteRoomWait;
-
-  absl::Mutex readahead_mu_;
-  struct ReadaheadJob {
-    std::weak_ptr<Inode> inode;
-    fuse_ino_t ino = 0;
-    FileData::Missing block;
-  };
-  std::deque<ReadaheadJob> readahead_queue_ ABSL_GUARDED_BY(readahead_mu_);
-  // (inode, block) of the jobs in readahead_queue_: a block is queued once
-  // however many reads ask for it.
-  absl::flat_hash_set<std::pair<fuse_ino_t, uint64_t>> readahead_queued_
-      ABSL_GUARDED_BY(readahead_mu_);
-  bool readahead_stop_ ABSL_GUARDED_BY(readahead_mu_) = false;
-  std::vector<std::thread> readahead_threads_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<fuse_ino_t, InodePtr> table_ ABSL_GUARDED_BY(mu_);

@@ -87,10 +87,10 @@ absl::StatusOr<size_t> Tree::Read(fuse_ino_t ino, uint64_t offset, size_t size,
         break;
       }
     }
-    if (attempt == 0) Readahead(inode, offset, n);
-    RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForRead));
+    if (attempt == 0) fetcher_.Readahead(inode, offset, n);
+    RETURN_IF_ERROR(fetcher_.Fetch(inode, missing, Room::kWaitForRead));
   }
-  if (reader_ != nullptr) Readahead(inode, offset, n);
+  if (reader_ != nullptr) fetcher_.Readahead(inode, offset, n);
   return n;
 }
 
@@ -105,13 +105,14 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
   // At the dirty limit, wait for the mirror here, before taking the
   // inode's lock: the sender needs it to send what frees the room. Room in
   // the cache is made here too, by evicting other blocks.
-  const MutationLog::DirtyRoom room =
-      log_ != nullptr ? log_->ReserveDirty(log_->DirtyCharge(offset, size))
-                      : MutationLog::DirtyRoom();
-  BudgetRoom cache_room;
+  const DirtySet::Reservation room =
+      log_ != nullptr
+          ? log_->dirty().Reserve(log_->dirty().Charge(offset, size))
+          : DirtySet::Reservation();
+  CacheReservation cache_room;
   if (reader_ != nullptr && size > 0) {
     ASSIGN_OR_RETURN(cache_room,
-                     ReserveCache(log_->DirtyCharge(offset, size),
+                     fetcher_.Reserve(log_->dirty().Charge(offset, size),
                                   Room::kWaitForWrite));
   }
   std::vector<FileData::Missing> missing;
@@ -126,7 +127,7 @@ absl::StatusOr<size_t> Tree::Write(fuse_ino_t ino, uint64_t offset,
                                 /*edges_only=*/true, &missing);
       }
       if (!missing.empty()) {
-        RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForWrite));
+        RETURN_IF_ERROR(fetcher_.Fetch(inode, missing, Room::kWaitForWrite));
       }
     }
     absl::MutexLock il(&inode->mu);
@@ -166,7 +167,7 @@ absl::Status Tree::Fallocate(fuse_ino_t ino, int mode, uint64_t offset,
                                                    : 0),
                               /*edges_only=*/true, &missing);
     }
-    RETURN_IF_ERROR(Fetch(inode, missing, Room::kWaitForWrite));
+    RETURN_IF_ERROR(fetcher_.Fetch(inode, missing, Room::kWaitForWrite));
   }
   absl::MutexLock il(&inode->mu);
   const uint64_t end = offset + length;

@@ -71,10 +71,10 @@ void ReplySync(fuse_req_t req, fuse_ino_t ino) {
         i->log->Wake();
       },
       &interrupt);
-  const int error =
+  const absl::Status synced =
       mirror->Sync(ino == FUSE_ROOT_ID ? 0 : ino, &interrupt.fired);
   fuse_req_interrupt_func(req, nullptr, nullptr);  // before `interrupt` goes
-  fuse_reply_err(req, error);
+  ReplyStatus(req, synced);
 }
 
 fuse_entry_param EntryParam(const Context& ctx, const struct stat& st) {

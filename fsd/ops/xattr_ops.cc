@@ -56,7 +56,7 @@ std::string StatusText(const Context& ctx) {
     const MutationLog::Backlog b = ctx.log->GetBacklog();
     absl::StrAppend(&out, "dirty_bytes ", b.dirty_bytes, "\n",
                     "dirty_peak ", b.dirty_peak, "\n",
-                    "dirty_limit ", ctx.log->dirty_limit(), "\n",
+                    "dirty_limit ", ctx.log->dirty().limit(), "\n",
                     "dirty_waits ", b.dirty_waits, "\n",
                     "cache_waits ", c.cache_waits, "\n",
                     "unacked_changes ", b.mutations, "\n",

@@ -27,11 +27,11 @@ class ChangeRecorderTest : public ::testing::Test {
   ~ChangeRecorderTest() override { log_.Shutdown(); }
 
   // The next thing the sender would send (a data slot has no message).
-  MutationLog::Outgoing Next() {
-    std::optional<MutationLog::Outgoing> out =
+  MutationLog::ToSend Next() {
+    std::optional<MutationLog::ToSend> out =
         log_.TakeNext(absl::ZeroDuration());
     EXPECT_TRUE(out.has_value());
-    return out.value_or(MutationLog::Outgoing{});
+    return out.value_or(MutationLog::ToSend{});
   }
 
   BlockBudget budget_{1 << 20};
@@ -43,7 +43,7 @@ TEST_F(ChangeRecorderTest, ASymlinkIsCreatedEmptyWithItsTarget) {
   absl::StatusOr<struct stat> link = tree_.MakeNode(
       FUSE_ROOT_ID, "l", S_IFLNK | 0777, 0, "target/path", Caller{7, 8});
   ASSERT_TRUE(link.ok());
-  const MutationLog::Outgoing out = Next();
+  const MutationLog::ToSend out = Next();
   ASSERT_NE(out.message, nullptr);
   ASSERT_TRUE(out.message->has_create());
   const pb::Create& create = out.message->create();
@@ -65,7 +65,7 @@ TEST_F(ChangeRecorderTest, ARenameOverAFileNamesWhatItReplacesAndWhatGoes) {
   Next();
   Next();
   ASSERT_TRUE(tree_.Rename(FUSE_ROOT_ID, "a", FUSE_ROOT_ID, "b", 0).ok());
-  const MutationLog::Outgoing out = Next();
+  const MutationLog::ToSend out = Next();
   ASSERT_NE(out.message, nullptr);
   ASSERT_TRUE(out.message->has_rename());
   const pb::Rename& rename = out.message->rename();
@@ -83,7 +83,7 @@ TEST_F(ChangeRecorderTest, AWriteIsSentWithTheNewestBytesBelowTheSize) {
   ASSERT_EQ(*tree_.Write(f.st_ino, 0, "aaaaaaaa", 8), 8u);
   // Rewritten before it is sent: one slot, the newest bytes.
   ASSERT_EQ(*tree_.Write(f.st_ino, 2, "BB", 2), 2u);
-  const MutationLog::Outgoing slot = Next();
+  const MutationLog::ToSend slot = Next();
   ASSERT_EQ(slot.message, nullptr);
   ASSERT_NE(slot.inode, nullptr);
   EXPECT_EQ(slot.offset, 0u);
@@ -116,12 +116,12 @@ TEST_F(ChangeRecorderTest, XattrsOutsideUserAreNotSent) {
   ASSERT_TRUE(tree_.SetXattr(f.st_ino, "trusted.x", "1", 0).ok());
   ASSERT_TRUE(tree_.SetXattr(f.st_ino, "user.y", "2", 0).ok());
   ASSERT_TRUE(tree_.RemoveXattr(f.st_ino, "user.y").ok());
-  const MutationLog::Outgoing set = Next();
+  const MutationLog::ToSend set = Next();
   ASSERT_NE(set.message, nullptr);
   ASSERT_TRUE(set.message->has_set_xattr());
   EXPECT_EQ(set.message->set_xattr().name(), "user.y");
   EXPECT_EQ(set.message->set_xattr().value(), "2");
-  const MutationLog::Outgoing removed = Next();
+  const MutationLog::ToSend removed = Next();
   ASSERT_NE(removed.message, nullptr);
   ASSERT_TRUE(removed.message->has_remove_xattr());
   EXPECT_EQ(removed.message->remove_xattr().name(), "user.y");

@@ -84,7 +84,7 @@ TEST(DrainLogTest, ASlowDrainReportsProgressAndWhatItIsStuckOn) {
   // ones after two seconds naming what it is stuck on.
   std::thread mirror([&] {
     absl::SleepFor(absl::Seconds(3.2));
-    std::optional<MutationLog::Outgoing> sent =
+    std::optional<MutationLog::ToSend> sent =
         log.TakeNext(absl::ZeroDuration());
     ASSERT_TRUE(sent.has_value());
     pb::Ack ack;

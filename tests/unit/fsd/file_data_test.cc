@@ -135,9 +135,9 @@ TEST_F(FileDataTest, BlocksBelowTheMirrorExtentAreMissingUntilInstalled) {
   EXPECT_EQ(missing[2].length, 10u);
   EXPECT_EQ(budget_.used(), 0u);  // nothing in memory yet
 
-  BudgetRoom room(&budget_, 0);
+  CacheReservation room(&budget_, 0);
   ASSERT_TRUE(budget_.TryReserve(kBlock));
-  room = BudgetRoom(&budget_, kBlock);
+  room = CacheReservation(&budget_, kBlock);
   EXPECT_TRUE(data.Install(kBlock, missing[1], Bytes('b', kBlock), &room));
   EXPECT_EQ(room.bytes(), 0u);
   EXPECT_EQ(ReadAll(data, kBlock, kBlock), Bytes('b', kBlock));

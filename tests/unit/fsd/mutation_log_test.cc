@@ -40,10 +40,11 @@ class MutationLogTest : public ::testing::Test {
   std::shared_ptr<Inode> NewFile(uint64_t ino) {
     return std::make_shared<Inode>(ino, S_IFREG | 0644, &budget_);
   }
-  MutationLog::Outgoing Take() {
-    std::optional<MutationLog::Outgoing> out = log_.TakeNext(absl::ZeroDuration());
+  MutationLog::ToSend Take() {
+    std::optional<MutationLog::ToSend> out =
+        log_.TakeNext(absl::ZeroDuration());
     EXPECT_TRUE(out.has_value());
-    return out.value_or(MutationLog::Outgoing{});
+    return out.value_or(MutationLog::ToSend{});
   }
 
   BlockBudget budget_{1 << 20};
@@ -59,12 +60,12 @@ TEST_F(MutationLogTest, RewritesOfOneBlockWidenOneUnsentSlot) {
   EXPECT_EQ(log_.GetBacklog().mutations, 3u);  // create + two blocks
 
   EXPECT_TRUE(Take().message->has_create());
-  MutationLog::Outgoing first = Take();
+  MutationLog::ToSend first = Take();
   EXPECT_EQ(first.message, nullptr);
   EXPECT_EQ(first.seq, 2u);
   EXPECT_EQ(first.offset, 50u);
   EXPECT_EQ(first.length, kBlock - 50);
-  MutationLog::Outgoing second = Take();
+  MutationLog::ToSend second = Take();
   EXPECT_EQ(second.offset, kBlock);
   EXPECT_EQ(second.length, 4200 - kBlock);
   EXPECT_FALSE(log_.TakeNext(absl::ZeroDuration()).has_value());
@@ -98,7 +99,7 @@ TEST_F(MutationLogTest, UnacknowledgedMutationsAreResentAfterRewind) {
 
   // The agent restarted having applied up to 2 (its ack was lost).
   log_.Rewind(2);
-  MutationLog::Outgoing again = Take();
+  MutationLog::ToSend again = Take();
   EXPECT_EQ(again.seq, 3u);
   EXPECT_EQ(again.message->seq(), 3u);
   EXPECT_EQ(again.message->create().name(), "c");
@@ -109,14 +110,14 @@ TEST_F(MutationLogTest, UnacknowledgedMutationsAreResentAfterRewind) {
 TEST_F(MutationLogTest, BuiltDataIsResentAsBuilt) {
   auto file = NewFile(9);
   log_.AppendWrite(file, 0, 10);
-  MutationLog::Outgoing out = Take();
+  MutationLog::ToSend out = Take();
   auto built = std::make_shared<pb::Mutation>();
   built->set_seq(out.seq);
   built->mutable_write()->set_id(9);
   built->mutable_write()->set_data("0123456789");
-  log_.Built(out.seq, built);
+  log_.KeepForResend(out.seq, built);
   log_.Rewind(0);
-  MutationLog::Outgoing again = Take();
+  MutationLog::ToSend again = Take();
   ASSERT_NE(again.message, nullptr);
   EXPECT_EQ(again.message->write().data(), "0123456789");
   EXPECT_EQ(log_.GetBacklog().data_bytes, 10u);
@@ -194,14 +195,14 @@ TEST(MutationLogDirtyTest, BlocksStayDirtyUntilTheirLastSlotIsAcked) {
   BlockBudget budget(1 << 20);
   MutationLog log(kBlock, 4 * kBlock);
   auto file = std::make_shared<Inode>(7, S_IFREG | 0644, &budget);
-  EXPECT_EQ(log.DirtyCharge(0, 100), 128u);
-  EXPECT_EQ(log.DirtyCharge(kBlock - 1, 2), kBlock + 64);
-  EXPECT_EQ(log.DirtyCharge(0, 3 * kBlock), 3 * kBlock);
+  EXPECT_EQ(log.dirty().Charge(0, 100), 128u);
+  EXPECT_EQ(log.dirty().Charge(kBlock - 1, 2), kBlock + 64);
+  EXPECT_EQ(log.dirty().Charge(0, 3 * kBlock), 3 * kBlock);
 
   log.AppendWrite(file, 0, 100);    // seq 1: block 0, 128 bytes
   log.AppendWrite(file, 0, 1000);   // widens seq 1: 1024
   EXPECT_EQ(log.GetBacklog().dirty_bytes, 1024u);
-  std::optional<MutationLog::Outgoing> first =
+  std::optional<MutationLog::ToSend> first =
       log.TakeNext(absl::ZeroDuration());
   ASSERT_TRUE(first.has_value());
   log.AppendWrite(file, 2000, 100);  // seq 2: block 0 again, now 4096
@@ -226,14 +227,14 @@ TEST(MutationLogDirtyTest, WritersWaitForRoomUntilAcksFreeIt) {
   MutationLog log(kBlock, 2 * kBlock);
   auto file = std::make_shared<Inode>(7, S_IFREG | 0644, &budget);
   {
-    MutationLog::DirtyRoom room = log.ReserveDirty(2 * kBlock);
+    DirtySet::Reservation room = log.dirty().Reserve(2 * kBlock);
     log.AppendWrite(file, 0, 2 * kBlock);  // seqs 1, 2
   }
   EXPECT_EQ(log.GetBacklog().dirty_bytes, 2 * kBlock);
 
   std::atomic<bool> wrote{false};
   std::thread writer([&] {
-    MutationLog::DirtyRoom room = log.ReserveDirty(kBlock);
+    DirtySet::Reservation room = log.dirty().Reserve(kBlock);
     log.AppendWrite(file, 2 * kBlock, kBlock);
     wrote = true;
   });
@@ -250,7 +251,8 @@ TEST(MutationLogDirtyTest, WritersWaitForRoomUntilAcksFreeIt) {
   EXPECT_EQ(log.GetBacklog().dirty_waits, 1u);
 
   // Shutdown lets every waiter go.
-  std::thread late([&] { MutationLog::DirtyRoom room = log.ReserveDirty(kBlock); });
+  std::thread late(
+      [&] { DirtySet::Reservation room = log.dirty().Reserve(kBlock); });
   while (log.GetBacklog().dirty_waits == 1) absl::SleepFor(absl::Milliseconds(1));
   log.Shutdown();
   late.join();
