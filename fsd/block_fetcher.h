@@ -107,6 +107,8 @@ class BlockFetcher {
     uint64_t bytes_fetched = 0;
     uint64_t blocks_evicted = 0;
     uint64_t readahead_blocks = 0;
+    // Reads and writes that waited for the mirror to make room in the
+    // cache (every resident block dirty or busy).
     uint64_t cache_waits = 0;
   };
   Stats GetStats() const;

@@ -183,15 +183,9 @@ class Tree {
                        absl::FunctionRef<void(uint64_t done, uint64_t total)>
                            progress);
 
-  struct CacheStats {
+  // The block fetcher's figures and the directories listed.
+  struct CacheStats : BlockFetcher::Stats {
     uint64_t dirs_listed = 0;
-    uint64_t blocks_fetched = 0;
-    uint64_t bytes_fetched = 0;
-    uint64_t blocks_evicted = 0;
-    uint64_t readahead_blocks = 0;
-    // Reads and writes that waited for the mirror to make room in the
-    // cache (every resident block dirty or busy).
-    uint64_t cache_waits = 0;
   };
   CacheStats GetCacheStats() const;
 

@@ -56,14 +56,9 @@ void Tree::SetMirrorReader(MirrorReader* reader) {
 }
 
 Tree::CacheStats Tree::GetCacheStats() const {
-  const BlockFetcher::Stats fetched = fetcher_.GetStats();
   CacheStats stats;
+  static_cast<BlockFetcher::Stats&>(stats) = fetcher_.GetStats();
   stats.dirs_listed = dirs_listed_.load(std::memory_order_relaxed);
-  stats.blocks_fetched = fetched.blocks_fetched;
-  stats.bytes_fetched = fetched.bytes_fetched;
-  stats.blocks_evicted = fetched.blocks_evicted;
-  stats.readahead_blocks = fetched.readahead_blocks;
-  stats.cache_waits = fetched.cache_waits;
   return stats;
 }
 

@@ -1,5 +1,5 @@
-// The block fetcher on its own (fsd/block_fetcher.h), with a fake mirror
-// reader whose reads can be held on a latch: one read per block however
+// The block fetcher on its own (fsd/block_fetcher.h), with the fake mirror
+// reader (fake_reader.h), whose reads can be held on a latch: one read per block however
 // many ask, eviction of clean blocks only, and what a failed read is for
 // the program. Also the dirty set's counting and its write limit
 // (fsd/dirty_set.h).
@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "fsd/dirty_set.h"
 #include "gtest/gtest.h"
+#include "tests/unit/fsd/fake_reader.h"
 
 namespace memfuse::fsd {
 namespace {
@@ -26,59 +27,7 @@ using common::StatusToErrno;
 
 constexpr uint64_t kBlock = 4096;
 
-char MirrorByte(uint64_t offset) { return static_cast<char>(offset % 251); }
-
-// The mirror: every file holds MirrorByte() bytes. A read can be held until
-// released; a read can be made to fail.
-class LatchedReader : public MirrorReader {
- public:
-  absl::StatusOr<uint64_t> ReadBlock(uint64_t id, uint64_t offset,
-                                     uint64_t length, char* out) override {
-    bool hold = false;
-    {
-      absl::MutexLock l(&mu_);
-      ++reads_;
-      hold = hold_next_;
-      hold_next_ = false;
-      if (!failure_.ok()) return failure_;
-    }
-    if (hold) {
-      entered_.Notify();
-      release_.WaitForNotification();
-    }
-    for (uint64_t i = 0; i < length; ++i) out[i] = MirrorByte(offset + i);
-    return length;
-  }
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(uint64_t, uint64_t,
-                                                          uint64_t) override {
-    return pb::ListDirectoryResponse();
-  }
-
-  void HoldNextRead() {
-    absl::MutexLock l(&mu_);
-    hold_next_ = true;
-  }
-  void WaitHeld() { entered_.WaitForNotification(); }
-  void Release() {
-    if (!release_.HasBeenNotified()) release_.Notify();
-  }
-  void FailWith(absl::Status status) {
-    absl::MutexLock l(&mu_);
-    failure_ = std::move(status);
-  }
-  int reads() {
-    absl::MutexLock l(&mu_);
-    return reads_;
-  }
-
- private:
-  absl::Mutex mu_;
-  bool hold_next_ ABSL_GUARDED_BY(mu_) = false;
-  int reads_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  absl::Notification entered_;
-  absl::Notification release_;
-};
+using testing::FakeReader;
 
 class BlockFetcherTest : public ::testing::Test {
  protected:
@@ -121,20 +70,20 @@ class BlockFetcherTest : public ::testing::Test {
 
   BlockBudget budget_;
   MutationLog log_{kBlock};
-  LatchedReader reader_;
+  FakeReader reader_;
   BlockFetcher fetcher_{kBlock, &budget_};
 };
 
 TEST_F(BlockFetcherTest, TwoAskersOfOneBlockShareOneRead) {
   std::shared_ptr<Inode> file = MirrorFile(7, 2);
   const FileData::Missing block = MissingBlock(file, 0);
-  reader_.HoldNextRead();
+  reader_.HoldFirstReadOf(7);
   absl::Status first_status;
   std::thread first([&] {
     first_status =
         fetcher_.FetchOne(file, block, BlockFetcher::Room::kWaitForRead);
   });
-  reader_.WaitHeld();  // the first read is in flight, held
+  ASSERT_TRUE(reader_.WaitHeld());  // the first read is in flight, held
   absl::Status second_status;
   absl::Notification second_returned;
   std::thread second([&] {

@@ -28,10 +28,9 @@ class ChangeRecorderTest : public ::testing::Test {
 
   // The next thing the sender would send (a data slot has no message).
   MutationLog::ToSend Next() {
-    std::optional<MutationLog::ToSend> out =
-        log_.TakeNext(absl::ZeroDuration());
-    EXPECT_TRUE(out.has_value());
-    return out.value_or(MutationLog::ToSend{});
+    if (auto out = log_.TakeNext(absl::ZeroDuration())) return *out;
+    ADD_FAILURE() << "nothing to send";
+    return {};
   }
 
   BlockBudget budget_{1 << 20};

@@ -18,10 +18,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status.h"
-#include "fsd/mirror_reader.h"
 #include "fsd/mutation_log.h"
 #include "fsd/tree.h"
 #include "gtest/gtest.h"
+#include "tests/unit/fsd/fake_reader.h"
 
 namespace memfuse::fsd {
 namespace {
@@ -30,71 +30,8 @@ using common::StatusToErrno;
 
 constexpr uint64_t kBlock = 4096;
 
-// The byte at `offset` of mirror file `id`.
-char MirrorByte(uint64_t id, uint64_t offset) {
-  return static_cast<char>((id * 31 + offset / 7) & 0xff);
-}
-
-// The mirror as fsd reads it: every file holds MirrorByte() bytes up to
-// the size it was loaded with, until the test says the mirror applied its
-// removal. A read of one file can be held on a latch.
-class FakeReader : public MirrorReader {
- public:
-  absl::StatusOr<uint64_t> ReadBlock(uint64_t id, uint64_t offset,
-                                     uint64_t length, char* out) override {
-    bool hold = false;
-    {
-      absl::MutexLock l(&mu_);
-      ++reads_;
-      if (id == held_id_ && !held_once_) {
-        held_once_ = true;
-        hold = true;
-      }
-    }
-    if (hold) {
-      entered_.Notify();
-      release_.WaitForNotification();
-    }
-    absl::MutexLock l(&mu_);
-    if (dropped_.contains(id)) {
-      return common::ErrnoStatus(ENOENT, "dropped by the mirror");
-    }
-    for (uint64_t i = 0; i < length; ++i) out[i] = MirrorByte(id, offset + i);
-    return length;
-  }
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(uint64_t, uint64_t,
-                                                          uint64_t) override {
-    return pb::ListDirectoryResponse();
-  }
-
-  // The first read of `id` waits for Release().
-  void HoldFirstReadOf(uint64_t id) {
-    absl::MutexLock l(&mu_);
-    held_id_ = id;
-  }
-  bool WaitHeld() { return entered_.WaitForNotificationWithTimeout(absl::Seconds(10)); }
-  void Release() {
-    if (!release_.HasBeenNotified()) release_.Notify();
-  }
-  // The mirror applied the removal of `id`'s last name: its bytes are gone.
-  void Drop(uint64_t id) {
-    absl::MutexLock l(&mu_);
-    dropped_.insert(id);
-  }
-  int reads() {
-    absl::MutexLock l(&mu_);
-    return reads_;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::flat_hash_set<uint64_t> dropped_ ABSL_GUARDED_BY(mu_);
-  uint64_t held_id_ ABSL_GUARDED_BY(mu_) = 0;
-  bool held_once_ ABSL_GUARDED_BY(mu_) = false;
-  int reads_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Notification entered_;
-  absl::Notification release_;
-};
+using testing::FakeReader;
+using testing::MirrorByte;
 
 class TreeMirrorTest : public ::testing::Test {
  protected:
