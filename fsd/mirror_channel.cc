@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "fsd/units.h"
@@ -45,6 +46,18 @@ grpc::ChannelArguments ChannelArgs() {
 }
 
 }  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat("mem-fuse-mirrord: ", status.error_message());
+  int err = 0;
+  if (absl::SimpleAtoi(status.error_details(), &err) && err > 0) {
+    return common::ErrnoStatus(err, message);
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      message);
+}
 
 MirrorChannel::MirrorChannel(const Options& options)
     : options_(options), session_id_(RandomSessionId()) {}

@@ -34,6 +34,11 @@ namespace memfuse::fsd {
 
 namespace pb = ::memfuse::mirror::v1;
 
+// The agent's answer as fsd's own currency, the one conversion at fsd's
+// gRPC edge: the code, "mem-fuse-mirrord: " and the message, and the errno
+// the agent sent with it (its error details) as the status's payload.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
 class MirrorChannel {
  public:
   using Stub = pb::Mirror::Stub;

@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 #include "glog/logging.h"
 
 namespace memfuse::fsd {
@@ -52,10 +52,7 @@ absl::StatusOr<uint64_t> MirrorReads::ReadBlock(uint64_t id, uint64_t offset,
         response.Clear();
         return stub->ReadBlock(ctx, request, &response);
       });
-  if (!status.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
-  }
+  RETURN_IF_ERROR(FromGrpcStatus(status));
   if (request.into_shared()) {
     if (response.shared_length() > pages) {
       return absl::InternalError("the agent read more than was asked");
@@ -80,10 +77,7 @@ absl::StatusOr<pb::ListDirectoryResponse> MirrorReads::ListDirectory(
       channel_->CallWithRetry([&](Stub* stub, grpc::ClientContext* ctx) {
         return stub->ListDirectory(ctx, request, &response);
       });
-  if (!status.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("mem-fuse-mirrord: ", status.error_message()));
-  }
+  RETURN_IF_ERROR(FromGrpcStatus(status));
   return response;
 }
 
