@@ -94,12 +94,6 @@ class LocalBackend final : public BackendBase {
   LocalBackend& operator=(const LocalBackend&) = delete;
   ~LocalBackend() override = default;
 
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
-      const pb::ListDirectoryRequest& request) override
-      ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
-                                     absl::Span<char> out) override
-      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
@@ -112,6 +106,16 @@ class LocalBackend final : public BackendBase {
   absl::StatusOr<uint64_t> StartSessionLocked(uint64_t previous_session)
       override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BoundLocked(uint64_t id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> ReadBytes(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A listing's entries; hard links are known by (st_dev, st_ino).
+  absl::StatusOr<std::vector<ListedEntry>> ReadDirectory(uint64_t dir_id)
+      override ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t LinkedIdLocked(const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ListedLocked(uint64_t id, const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   using SharedFd = FdCache::SharedFd;
 

@@ -219,7 +219,7 @@ absl::Status LocalBackend::SetAttrLocked(const pb::SetAttr& op) {
   RETURN_IF_ERROR(CheckKnownLocked(attr.id(), "object"));
   ASSIGN_OR_RETURN(Entry entry, EntryLocked(attr.id()));
   if (mask & kSetSize) {
-    if (attr.size() > kMaxOffset) return Conflict(EFBIG, "size too large");
+    // The size was checked by BackendBase::Apply.
     ASSIGN_OR_RETURN(SharedFd fd, FileFdLocked(attr.id()));
     RETURN_IF_ERROR(env_->Truncate(fd->get(), attr.size()));
   }

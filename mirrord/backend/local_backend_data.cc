@@ -48,16 +48,10 @@ absl::Status LocalBackend::ApplyWrite(const pb::Write& op) {
   // file went meanwhile carries neither data nor times).
   const bool set_times = op.atime_ns() != 0 || op.mtime_ns() != 0;
   if (data.empty() && !set_times) return absl::OkStatus();
+  // Its size and range were checked by BackendBase::Apply.
   SharedFd fd;
   {
     absl::MutexLock l(&mu_);
-    if (data.size() > block_size_) {
-      return Invalid(absl::StrCat(data.size(), " bytes exceed the block size ",
-                                  block_size_));
-    }
-    if (op.offset() > kMaxOffset || data.size() > kMaxOffset - op.offset()) {
-      return Conflict(EFBIG, "beyond the largest file offset");
-    }
     RETURN_IF_ERROR(CheckKnownLocked(op.id(), "file"));
     ASSIGN_OR_RETURN(fd, FileFdLocked(op.id()));
   }
@@ -95,9 +89,7 @@ char* AlignedScratch(size_t size) {
 }  // namespace
 
 absl::Status LocalBackend::ApplyPunchHole(const pb::PunchHole& op) {
-  if (op.offset() > kMaxOffset || op.length() > kMaxOffset - op.offset()) {
-    return Conflict(EFBIG, "beyond the largest file offset");
-  }
+  // Its range was checked by BackendBase::Apply.
   SharedFd fd;
   uint64_t block_size;
   {
@@ -254,16 +246,8 @@ absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
 }
 
 
-absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
+absl::StatusOr<uint64_t> LocalBackend::ReadBytes(
     const pb::ReadBlockRequest& request, absl::Span<char> out) {
-  if (request.length() > kMaxReadLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("length ", request.length(), " exceeds ", kMaxReadLength));
-  }
-  if (request.offset() > kMaxOffset ||
-      request.length() > kMaxOffset - request.offset()) {
-    return absl::InvalidArgumentError("offset beyond the largest file");
-  }
   SharedFd fd;
   {
     absl::MutexLock l(&mu_);
@@ -281,15 +265,11 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
       fd = std::make_shared<const UniqueFd>(std::move(ro));
     }
   }
-  const size_t length = std::min<size_t>(request.length(), out.size());
+  const size_t length = out.size();
   // Straight from the disk into fsd's range: through the page cache a
   // block would cost one more copy, and be cached twice (fsd is the cache).
   if (std::optional<absl::StatusOr<uint64_t>> direct =
-          ReadDirect(request.id(), fd, request.offset(), out.first(length))) {
-    if (direct->ok()) {
-      absl::MutexLock l(&mu_);
-      ++acks_.blocks_read;
-    }
+          ReadDirect(request.id(), fd, request.offset(), out)) {
     return *direct;
   }
   size_t done = 0;
@@ -303,8 +283,6 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
     if (n == 0) break;  // end of file
     done += n;
   }
-  absl::MutexLock l(&mu_);
-  ++acks_.blocks_read;
   return done;
 }
 
