@@ -37,7 +37,6 @@ using common::UniqueFd;
 
 inline constexpr size_t kMaxSymlinkTarget = PATH_MAX - 1;
 inline constexpr size_t kMaxXattrValue = 64 * 1024;  // XATTR_SIZE_MAX
-inline constexpr uint64_t kMaxOffset = static_cast<uint64_t>(INT64_MAX);
 
 inline bool IsReservedXattr(absl::string_view name) {
   return absl::StartsWith(name, LocalBackend::kReservedXattrPrefix);
