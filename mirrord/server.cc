@@ -12,7 +12,6 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "glog/logging.h"
@@ -362,32 +361,14 @@ bool MirrorService::CommitHeld(grpc::ServerContext* context,
   }
 }
 
-namespace {
-
-absl::Duration WriteDelayFromEnv() {
-  const char* value = getenv(MirrorService::kWriteDelayEnv);
-  int ms = 0;
-  if (value == nullptr || !absl::SimpleAtoi(value, &ms) || ms <= 0) {
-    return absl::ZeroDuration();
-  }
-  LOG(WARNING) << MirrorService::kWriteDelayEnv << "=" << ms
-               << ": every file data mutation waits " << ms << " ms (tests)";
-  return absl::Milliseconds(ms);
-}
-
-}  // namespace
-
 MirrorService::MirrorService(Backend* backend)
-    : backend_(backend), write_delay_(WriteDelayFromEnv()) {}
+    : backend_(backend) {}
 
 std::optional<pb::Ack> MirrorService::ApplyWithRetry(
     grpc::ServerContext* context, const pb::Mutation& mutation,
     uint64_t generation) {
   absl::Duration delay = kFirstRetryDelay;
   std::string logged_cause;
-  if (write_delay_ > absl::ZeroDuration() && mutation.has_write()) {
-    absl::SleepFor(write_delay_);
-  }
   for (int attempt = 1;; ++attempt) {
     pb::Ack ack = backend_->Apply(mutation);
     if (ack.error() == 0 || ack.permanent()) {

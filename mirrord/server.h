@@ -69,10 +69,6 @@ class MirrorService final : public pb::Mirror::Service {
   static constexpr absl::Duration kMaxCommitDelay = absl::Milliseconds(250);
 
   // `backend` must outlive the service.
-  // Tests make the mirror slow with MEMFUSE_TEST_WRITE_DELAY_MS: every
-  // file data mutation waits that long before it is applied.
-  static constexpr char kWriteDelayEnv[] = "MEMFUSE_TEST_WRITE_DELAY_MS";
-
   explicit MirrorService(Backend* backend);
   MirrorService(const MirrorService&) = delete;
   MirrorService& operator=(const MirrorService&) = delete;
@@ -170,7 +166,6 @@ class MirrorService final : public pb::Mirror::Service {
   }
 
   Backend* const backend_;
-  const absl::Duration write_delay_;
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;  // Stop() or a new session: retry waits end early

@@ -1,12 +1,14 @@
 // What every mirror backend does the same way, once: the session's start
 // (the request checked, the bindings forgotten, where replay resumes, the
 // response's common fields), the bindings fsd sends after it, the front
-// and back of Apply (a mutation checked, skipped when a replay finds it
-// applied, dispatched by kind, its failure described, its ack recorded),
-// and the status. A backend supplies what is its own: the storage
-// operations (ApplyCreate ... ApplySync) and the hooks DescribeMirror,
+// and back of Apply (a mutation checked, its offsets held to what Linux
+// allows, skipped when a replay finds it applied, dispatched by kind, its
+// failure described, its ack recorded), the ids a listing binds, a block
+// read's range and count, and the status. A backend supplies what is its
+// own: the storage operations (ApplyCreate ... ApplySync, ReadDirectory,
+// ReadBytes) and the hooks DescribeMirror,
 // StartSessionLocked, BoundLocked, NeedsApplyingLocked, BeforeChange,
-// AfterChange, WhereInMirror and MakeAck.
+// AfterChange, WhereInMirror, MakeAck, LinkedIdLocked and ListedLocked.
 //
 // Thread-safety: mu_ guards the ids, the acknowledgement book and the
 // session, and whatever the backend adds under it; the hooks ending in
@@ -16,6 +18,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -37,6 +41,20 @@ class BackendBase : public Backend {
       const pb::HandshakeRequest& request) final ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Bind(const pb::Binding& binding) final ABSL_LOCKS_EXCLUDED(mu_);
   pb::Ack Apply(const pb::Mutation& mutation) final ABSL_LOCKS_EXCLUDED(mu_);
+  // Binds the entries of a bound directory to ids, in name order: another
+  // name of an object bound already (a hard link) takes that object's id,
+  // everything else the next of first_child_id, first_child_id + 1, ...
+  // The same request again (a replay) gives the same ids. With
+  // max_new_ids set and more new ids needed, binds nothing and says how
+  // many (ids_needed). INVALID_ARGUMENT for an unknown directory or a
+  // first_child_id that is no new id.
+  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
+      const pb::ListDirectoryRequest& request) final ABSL_LOCKS_EXCLUDED(mu_);
+  // Checks the range (INVALID_ARGUMENT past kMaxReadLength or the largest
+  // file offset, as pread(2)), reads through ReadBytes and counts it.
+  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) final
+      ABSL_LOCKS_EXCLUDED(mu_);
   void FillStatus(pb::StatusResponse* status) final ABSL_LOCKS_EXCLUDED(mu_);
 
  protected:
@@ -77,6 +95,38 @@ class BackendBase : public Backend {
   // keeps per applied mutation.
   virtual pb::Ack MakeAck(const pb::Mutation& mutation,
                           const absl::Status& status)
+      ABSL_LOCKS_EXCLUDED(mu_) = 0;
+
+  // One entry of a directory as the mirror holds it, before it has an id.
+  struct ListedEntry {
+    // Name, attributes (all but the id), symlink target, xattrs.
+    pb::DirEntry entry;
+    // What the mirror calls the object behind the name (local: st_dev and
+    // st_ino; HTTP: 0 and the server's node).
+    std::pair<uint64_t, uint64_t> object;
+    // Whether other names may lead to the same object (a file that may
+    // have hard links): all of its names then share one id.
+    bool linkable = false;
+  };
+  // The entries of bound directory `dir_id`, in any order. Called without
+  // mu_ (it may wait for the mirror).
+  virtual absl::StatusOr<std::vector<ListedEntry>> ReadDirectory(
+      uint64_t dir_id) ABSL_LOCKS_EXCLUDED(mu_) = 0;
+  // The id the object behind a linkable entry has already in this session
+  // (another of its names was bound before this listing), or 0.
+  virtual uint64_t LinkedIdLocked(const ListedEntry& listed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return 0;
+  }
+  // A listed entry was bound to `id` (in ids_ already).
+  virtual void ListedLocked(uint64_t id, const ListedEntry& listed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
+
+  // Reads out.size() bytes (the request's length, or less when `out` is
+  // shorter) of file request.id() at request.offset(); how many (fewer at
+  // the end of the file). Called without mu_.
+  virtual absl::StatusOr<uint64_t> ReadBytes(
+      const pb::ReadBlockRequest& request, absl::Span<char> out)
       ABSL_LOCKS_EXCLUDED(mu_) = 0;
 
   // The storage operations, one per mutation kind, called without mu_ in

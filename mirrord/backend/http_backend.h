@@ -104,12 +104,6 @@ class HttpBackend final : public BackendBase {
 
   HttpClient& client() { return *http_; }
 
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
-      const pb::ListDirectoryRequest& request) override
-      ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
-                                     absl::Span<char> out) override
-      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
@@ -129,6 +123,16 @@ class HttpBackend final : public BackendBase {
   absl::StatusOr<pb::HandshakeResponse> DescribeMirror() override;
   absl::StatusOr<uint64_t> StartSessionLocked(uint64_t previous_session)
       override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> ReadBytes(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A listing's entries; a node's names are known by its node id.
+  absl::StatusOr<std::vector<ListedEntry>> ReadDirectory(uint64_t dir_id)
+      override ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t LinkedIdLocked(const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ListedLocked(uint64_t id, const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   HttpBackend(Options options, std::unique_ptr<HttpClient> http);
 

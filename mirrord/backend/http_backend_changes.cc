@@ -56,7 +56,8 @@ absl::Status HttpBackend::ApplyCreate(uint64_t /*seq*/, const pb::Create& op) {
     }
     if (ids_.Contains(id) && !ids_.HasLink(id, op.parent(), op.name())) {
       if (!op.repair()) {
-        return Conflict(EEXIST, absl::StrCat("id ", id, " exists already"));
+        return Invalid(
+            absl::StrCat("id ", id, " already names another object"));
       }
       // A repair: the id lives where fsd says now.
       ForgetIdLocked(id);
@@ -105,17 +106,8 @@ absl::Status HttpBackend::ApplyCreate(uint64_t /*seq*/, const pb::Create& op) {
 
 absl::Status HttpBackend::ApplyWrite(const pb::Write& op) {
   ASSIGN_OR_RETURN(absl::string_view bytes, WriteBytes(op));
+  // Its size and range were checked by BackendBase::Apply.
   const std::string_view data(bytes.data(), bytes.size());
-  {
-    absl::MutexLock l(&mu_);
-    if (data.size() > block_size_) {
-      return Invalid(absl::StrCat(data.size(), " bytes exceed the block size ",
-                                  block_size_));
-    }
-  }
-  if (op.offset() > static_cast<uint64_t>(INT64_MAX) - data.size()) {
-    return Invalid("offset beyond the largest file");
-  }
   RETURN_IF_ERROR(WithNodes([&]() -> absl::Status {
     ASSIGN_OR_RETURN(uint64_t node, NodeOf(op.id()));
     if (data.empty()) return absl::OkStatus();
@@ -148,10 +140,7 @@ absl::Status HttpBackend::ApplyWrite(const pb::Write& op) {
 }
 
 absl::Status HttpBackend::ApplyPunchHole(const pb::PunchHole& op) {
-  if (op.offset() > static_cast<uint64_t>(INT64_MAX) ||
-      op.length() > static_cast<uint64_t>(INT64_MAX) - op.offset()) {
-    return Invalid("range beyond the largest file");
-  }
+  // Its range was checked by BackendBase::Apply.
   uint64_t block_size;
   {
     absl::MutexLock l(&mu_);

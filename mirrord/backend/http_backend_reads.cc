@@ -1,5 +1,5 @@
-// The HTTP backend's reads: attributes from the server's info, listings
-// (which bind the ids of what they find), blocks, symlink targets, stat,
+// The HTTP backend's reads: attributes from the server's info, the
+// entries of a directory (BackendBase binds their ids), blocks, symlink targets, stat,
 // statfs and the status. Thread-safety as HttpBackend's (http_backend.h).
 #include "mirrord/backend/http_backend.h"
 
@@ -58,20 +58,8 @@ pb::Attr HttpBackend::AttrFromInfo(const json& info, uint64_t id) const {
   return attr;
 }
 
-absl::StatusOr<pb::ListDirectoryResponse> HttpBackend::ListDirectory(
-    const pb::ListDirectoryRequest& request) {
-  const uint64_t dir_id = request.id();
-  if (request.first_child_id() <= kRootId) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "first_child_id ", request.first_child_id(), " is not a new id"));
-  }
-  {
-    absl::MutexLock l(&mu_);
-    if (!ids_.Contains(dir_id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown directory id ", dir_id));
-    }
-  }
+absl::StatusOr<std::vector<BackendBase::ListedEntry>>
+HttpBackend::ReadDirectory(uint64_t dir_id) {
   ASSIGN_OR_RETURN(json entries, WithNodes([&]() -> absl::StatusOr<json> {
                      ASSIGN_OR_RETURN(uint64_t node, NodeOf(dir_id));
                      return SendJson(Method::kGet,
@@ -81,12 +69,11 @@ absl::StatusOr<pb::ListDirectoryResponse> HttpBackend::ListDirectory(
     return absl::DataLossError(absl::StrCat("the listing of directory ", dir_id,
                                             " is not a JSON array"));
   }
-  struct Found {
-    std::string name;
-    uint64_t node;
-    json info;
-  };
-  std::vector<Found> found;
+  std::vector<ListedEntry> found;
+  // A file's link count: its names in this directory (the API tells no
+  // more).
+  absl::flat_hash_map<uint64_t, uint32_t> links;
+  std::vector<bool> is_file;
   for (const json& entry : entries) {
     if (!entry.is_object() || !entry.contains("name") ||
         !entry["name"].is_string() || !entry.contains("info") ||
@@ -100,88 +87,53 @@ absl::StatusOr<pb::ListDirectoryResponse> HttpBackend::ListDirectory(
                    << Quoted(name) << " is no Linux name; not shown";
       continue;
     }
-    found.push_back({std::move(name), entry["info"].value("node", uint64_t{0}),
-                     entry["info"]});
-  }
-  std::sort(found.begin(), found.end(),
-            [](const Found& a, const Found& b) { return a.name < b.name; });
-
-  pb::ListDirectoryResponse response;
-  absl::MutexLock l(&mu_);
-  // A second name of a node bound already (a hard link) keeps its id.
-  absl::flat_hash_map<uint64_t, uint64_t> seen;
-  auto known = [&](const Found& f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (f.info.value("kind", "") == "Directory") return uint64_t{0};
-    auto it = seen.find(f.node);
-    if (it != seen.end()) return it->second;
-    auto bound = id_of_node_.find(f.node);
-    return bound != id_of_node_.end() && ids_.Contains(bound->second)
-               ? bound->second
-               : uint64_t{0};
-  };
-  if (request.max_new_ids() > 0) {
-    uint64_t needed = 0;
-    absl::flat_hash_set<uint64_t> counted;
-    for (const Found& f : found) {
-      if (known(f) == 0 && counted.insert(f.node).second) ++needed;
+    const json& info = entry["info"];
+    const std::string kind = info.value("kind", "");
+    ListedEntry& f = found.emplace_back();
+    f.object = {0, info.value("node", uint64_t{0})};
+    // Any name of a node other than a directory may be one of several.
+    f.linkable = kind != "Directory";
+    *f.entry.mutable_attr() = AttrFromInfo(info, 0);
+    is_file.push_back(kind == "File");
+    if (kind == "File") ++links[f.object.second];
+    if (kind == "SymbolicLink") {
+      f.entry.set_symlink_target(info.value("target", std::string()));
     }
-    if (needed > request.max_new_ids()) {
-      response.set_ids_needed(needed);
-      return response;
+    f.entry.set_name(std::move(name));
+  }
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (is_file[i]) {
+      found[i].entry.mutable_attr()->set_nlink(links[found[i].object.second]);
     }
   }
-  uint64_t next = request.first_child_id();
-  absl::flat_hash_map<uint64_t, uint32_t> links;
-  for (const Found& f : found) ++links[f.node];
-  for (Found& f : found) {
-    uint64_t id = known(f);
-    if (id == 0) {
-      id = next++;
-      if (ids_.Contains(id) && !ids_.HasLink(id, dir_id, f.name)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("id ", id, " is bound already"));
-      }
-    }
-    RETURN_IF_ERROR(ids_.AddLink(id, dir_id, f.name));
-    seen[f.node] = id;
-    node_of_[id] = f.node;
-    id_of_node_[f.node] = id;
-    pb::DirEntry* entry = response.add_entries();
-    *entry->mutable_attr() = AttrFromInfo(f.info, id);
-    if (f.info.value("kind", "") == "File") {
-      entry->mutable_attr()->set_nlink(links[f.node]);
-      if (!f.info.value("writable", true)) read_only_.insert(id);
-    }
-    if (f.info.value("kind", "") == "SymbolicLink") {
-      entry->set_symlink_target(f.info.value("target", std::string()));
-    }
-    entry->set_name(std::move(f.name));
-  }
-  response.set_next_free_id(next);
-  ++acks_.directories_listed;
-  return response;
+  return found;
 }
 
-absl::StatusOr<uint64_t> HttpBackend::ReadBlock(
+uint64_t HttpBackend::LinkedIdLocked(const ListedEntry& listed) {
+  auto bound = id_of_node_.find(listed.object.second);
+  return bound != id_of_node_.end() ? bound->second : 0;
+}
+
+void HttpBackend::ListedLocked(uint64_t id, const ListedEntry& listed) {
+  const uint64_t node = listed.object.second;
+  node_of_[id] = node;
+  id_of_node_[node] = id;
+  // The server refuses writes to it (AttrFromInfo: no write bit).
+  const uint32_t mode = listed.entry.attr().mode();
+  if (S_ISREG(mode) && (mode & 0200) == 0) read_only_.insert(id);
+}
+
+absl::StatusOr<uint64_t> HttpBackend::ReadBytes(
     const pb::ReadBlockRequest& request, absl::Span<char> out) {
-  if (request.length() > kMaxReadLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("length ", request.length(), " exceeds ", kMaxReadLength));
-  }
-  const uint64_t length = std::min<uint64_t>(request.length(), out.size());
-  ASSIGN_OR_RETURN(
-      uint64_t got, WithNodes([&]() -> absl::StatusOr<uint64_t> {
-        ASSIGN_OR_RETURN(uint64_t node, NodeOf(request.id()));
-        const std::string path = absl::StrCat(
-            "files/", node, "?offset=", request.offset(), "&length=", length);
-        ASSIGN_OR_RETURN(HttpResponse response,
-                         Checked(Method::kGet, path,
-                                 http_->ReadInto(path, out.first(length))));
-        return std::min(response.bytes, length);
-      }));
-  absl::MutexLock l(&mu_);
-  ++acks_.blocks_read;
-  return got;
+  const uint64_t length = out.size();
+  return WithNodes([&]() -> absl::StatusOr<uint64_t> {
+    ASSIGN_OR_RETURN(uint64_t node, NodeOf(request.id()));
+    const std::string path = absl::StrCat(
+        "files/", node, "?offset=", request.offset(), "&length=", length);
+    ASSIGN_OR_RETURN(HttpResponse response,
+                     Checked(Method::kGet, path, http_->ReadInto(path, out)));
+    return std::min(response.bytes, length);
+  });
 }
 
 absl::StatusOr<pb::ReadLinkResponse> HttpBackend::ReadLink(

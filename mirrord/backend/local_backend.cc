@@ -41,17 +41,21 @@ using namespace local;  // NOLINT: the backend's own POSIX mapping
 // --- opening and the session ---
 
 absl::StatusOr<std::unique_ptr<LocalBackend>> LocalBackend::Open(
-    const std::string& path) {
+    const std::string& path, Env* env) {
   ASSIGN_OR_RETURN(ConfinedDir dir, ConfinedDir::Open(path, /*create=*/true));
   UniqueFd root(fcntl(dir.root(), F_DUPFD_CLOEXEC, 0));
   if (!root.valid()) return ErrnoStatus(errno, "dup mirror root");
   auto shared = std::make_shared<const UniqueFd>(std::move(root));
   return std::unique_ptr<LocalBackend>(
-      new LocalBackend(path, std::move(dir), std::move(shared)));
+      new LocalBackend(path, std::move(dir), std::move(shared), env));
 }
 
-LocalBackend::LocalBackend(std::string path, ConfinedDir dir, SharedFd root)
-    : path_(std::move(path)), dir_(std::move(dir)), root_(std::move(root)) {}
+LocalBackend::LocalBackend(std::string path, ConfinedDir dir, SharedFd root,
+                           Env* env)
+    : path_(std::move(path)),
+      env_(env),
+      dir_(std::move(dir)),
+      root_(std::move(root)) {}
 
 absl::StatusOr<pb::HandshakeResponse> LocalBackend::DescribeMirror() {
   struct stat st;

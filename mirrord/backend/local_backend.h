@@ -9,8 +9,9 @@
 // links, special files and user xattrs as the mount; no bookkeeping file
 // inside. Objects are named by fsd's ids (root: 1) and resolved through the
 // IdMap when a mutation is applied; every access goes through ConfinedDir
-// (a symlink planted in the mirror is never followed) and open descriptors
-// are a bounded FdCache.
+// (a symlink planted in the mirror is never followed), open descriptors
+// are a bounded FdCache, and every change to the files and every sync is
+// made through an Env (env.h: tests inject faults there).
 //
 // Replay (DESIGN.md, invariant 7). The root's xattr `user.memfuse.seq` holds
 // "<session hex> <seq> [x <st_ino>]": every mutation up to <seq> of that
@@ -60,6 +61,7 @@
 #include "mirrord/backend/backend_base.h"
 #include "mirrord/backend/backend_common.h"
 #include "mirrord/backend/confined_dir.h"
+#include "mirrord/backend/env.h"
 #include "mirrord/backend/fd_cache.h"
 #include "mirrord/backend/id_map.h"
 
@@ -79,9 +81,10 @@ class LocalBackend final : public BackendBase {
   // The agent's own xattrs: never shown to fsd, never set by it.
   static constexpr char kReservedXattrPrefix[] = "user.memfuse.";
 
-  // Opens (creating it with mode 0755 if missing) the mirror at `path`.
+  // Opens (creating it with mode 0755 if missing) the mirror at `path`,
+  // changed through `env` (which must outlive the backend).
   static absl::StatusOr<std::unique_ptr<LocalBackend>> Open(
-      const std::string& path);
+      const std::string& path, Env* env = Env::Default());
 
   // The mirror root, opened by Open(): what the agent's confinement lets it
   // reach (confine.h).
@@ -91,12 +94,6 @@ class LocalBackend final : public BackendBase {
   LocalBackend& operator=(const LocalBackend&) = delete;
   ~LocalBackend() override = default;
 
-  absl::StatusOr<pb::ListDirectoryResponse> ListDirectory(
-      const pb::ListDirectoryRequest& request) override
-      ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<uint64_t> ReadBlock(const pb::ReadBlockRequest& request,
-                                     absl::Span<char> out) override
-      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::ReadLinkResponse> ReadLink(
       const pb::ReadLinkRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<pb::StatResponse> Stat(const pb::StatRequest& request) override
@@ -109,6 +106,16 @@ class LocalBackend final : public BackendBase {
   absl::StatusOr<uint64_t> StartSessionLocked(uint64_t previous_session)
       override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BoundLocked(uint64_t id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> ReadBytes(const pb::ReadBlockRequest& request,
+                                     absl::Span<char> out) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A listing's entries; hard links are known by (st_dev, st_ino).
+  absl::StatusOr<std::vector<ListedEntry>> ReadDirectory(uint64_t dir_id)
+      override ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t LinkedIdLocked(const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ListedLocked(uint64_t id, const ListedEntry& listed) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   using SharedFd = FdCache::SharedFd;
 
@@ -128,7 +135,7 @@ class LocalBackend final : public BackendBase {
     bool is_root() const { return name.empty(); }
   };
 
-  LocalBackend(std::string path, ConfinedDir dir, SharedFd root);
+  LocalBackend(std::string path, ConfinedDir dir, SharedFd root, Env* env);
 
   // BackendBase's storage operations; the namespace and attribute ones
   // take mu_ and call the ...Locked handler below.
@@ -245,6 +252,7 @@ class LocalBackend final : public BackendBase {
       override ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string path_;
+  Env* const env_;
   const ConfinedDir dir_;
   const SharedFd root_;  // dir_.root(), shared like the cached descriptors
   FdCache fds_{kFdCacheCapacity};

@@ -156,24 +156,22 @@ absl::Status LocalBackend::CreateLocked(uint64_t seq, const pb::Create& op) {
   ASSIGN_OR_RETURN(SharedFd dir, DirFdLocked(op.parent()));
   const int d = dir->get();
   UniqueFd created;
-  const int r = InWritableDir(d, [&] {
+  const absl::Status made = InWritableDir(d, [&]() -> absl::Status {
     switch (type) {
-      case S_IFREG:
-        created.Reset(openat(
-            d, name.c_str(),
-            O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-            0600));
-        return created.valid() ? 0 : -1;
+      case S_IFREG: {
+        ASSIGN_OR_RETURN(created, env_->CreateFile(d, name, 0600));
+        return absl::OkStatus();
+      }
       case S_IFDIR:
-        return mkdirat(d, name.c_str(), 0700);
+        return env_->MakeDirectory(d, name, 0700);
       case S_IFLNK:
-        return symlinkat(op.symlink_target().c_str(), d, name.c_str());
+        return env_->MakeSymlink(op.symlink_target(), d, name);
       default:
-        return mknodat(d, name.c_str(), type | 0600, attr.rdev());
+        return env_->MakeNode(d, name, type | 0600, attr.rdev());
     }
   });
-  if (r != 0) {
-    const int err = errno;
+  if (!made.ok()) {
+    const int err = StatusToErrno(made);
     if (err != EEXIST) {
       if (err == EPERM && (type == S_IFCHR || type == S_IFBLK)) {
         return Conflict(err, "the agent may not create devices");
@@ -221,11 +219,9 @@ absl::Status LocalBackend::SetAttrLocked(const pb::SetAttr& op) {
   RETURN_IF_ERROR(CheckKnownLocked(attr.id(), "object"));
   ASSIGN_OR_RETURN(Entry entry, EntryLocked(attr.id()));
   if (mask & kSetSize) {
-    if (attr.size() > kMaxOffset) return Conflict(EFBIG, "size too large");
+    // The size was checked by BackendBase::Apply.
     ASSIGN_OR_RETURN(SharedFd fd, FileFdLocked(attr.id()));
-    if (ftruncate(fd->get(), static_cast<off_t>(attr.size())) != 0) {
-      return ErrnoStatus(errno, "ftruncate");
-    }
+    RETURN_IF_ERROR(env_->Truncate(fd->get(), attr.size()));
   }
   if (mask & (kSetUid | kSetGid)) {
     RETURN_IF_ERROR(ChownEntry(
@@ -265,12 +261,11 @@ absl::Status LocalBackend::LinkLocked(uint64_t seq, const pb::Link& op) {
   }
   if (S_ISDIR(st.st_mode)) return Conflict(EPERM, "cannot link a directory");
   ASSIGN_OR_RETURN(SharedFd to, DirFdLocked(op.new_parent()));
-  const int r = InWritableDir(to->get(), [&] {
-    return linkat(from.dir->get(), from.name.c_str(), to->get(),
-                  new_name.c_str(), 0);
+  const absl::Status linked = InWritableDir(to->get(), [&] {
+    return env_->Link(from.dir->get(), from.name, to->get(), new_name);
   });
-  if (r != 0) {
-    const int err = errno;
+  if (!linked.ok()) {
+    const int err = StatusToErrno(linked);
     if (err != EEXIST) return ErrnoStatus(err, "link");
     struct stat there;
     if (fstatat(to->get(), new_name.c_str(), &there, AT_SYMLINK_NOFOLLOW) !=
@@ -310,12 +305,11 @@ absl::Status LocalBackend::RemoveLocked(uint64_t seq, const pb::Remove& op) {
     return Invalid(absl::StrCat(Quoted(name), " in ", op.parent(),
                                 " is not object ", op.id()));
   }
-  const int r = InWritableDir(dir->get(), [&] {
-    return unlinkat(dir->get(), name.c_str(),
-                    op.directory() ? AT_REMOVEDIR : 0);
+  const absl::Status removed = InWritableDir(dir->get(), [&] {
+    return env_->Remove(dir->get(), name, op.directory());
   });
-  if (r != 0 && errno != ENOENT) {
-    const int err = errno;
+  if (!removed.ok() && StatusToErrno(removed) != ENOENT) {
+    const int err = StatusToErrno(removed);
     if (err == ENOTEMPTY || err == EEXIST) {
       return Conflict(err, "the mirror directory holds entries fsd does not");
     }
@@ -367,14 +361,14 @@ absl::Status LocalBackend::RenameLocked(uint64_t seq, const pb::Rename& op) {
                        op.new_name(), op.replaced_id(), false);
   if (!map_ok.ok()) return Invalid(map_ok.message());
   RETURN_IF_ERROR(RecordBeforeLocked(seq));
-  const int r = InWritableDir(from_dir->get(), [&] {
+  const absl::Status renamed = InWritableDir(from_dir->get(), [&] {
     return InWritableDir(to_dir->get(), [&] {
-      return renameat2(from_dir->get(), op.name().c_str(), to_dir->get(),
-                       op.new_name().c_str(), flags);
+      return env_->Rename(from_dir->get(), op.name(), to_dir->get(),
+                          op.new_name(), flags);
     });
   });
-  if (r != 0) {
-    const int err = errno;
+  if (!renamed.ok()) {
+    const int err = StatusToErrno(renamed);
     if (!looks_applied()) {
       if (err == EEXIST || err == ENOTEMPTY || err == EISDIR ||
           err == ENOTDIR) {
@@ -428,14 +422,14 @@ absl::Status LocalBackend::ApplyExchange(uint64_t seq, const pb::Rename& op,
         session_id_, seq - 1, static_cast<uint64_t>(source.st_ino)}));
   }
   if (!applied) {
-    const int r = InWritableDir(from.dir->get(), [&] {
+    const absl::Status exchanged = InWritableDir(from.dir->get(), [&] {
       return InWritableDir(to.dir->get(), [&] {
-        return renameat2(from.dir->get(), from.name.c_str(), to.dir->get(),
-                         to.name.c_str(), RENAME_EXCHANGE);
+        return env_->Rename(from.dir->get(), from.name, to.dir->get(),
+                            to.name, RENAME_EXCHANGE);
       });
     });
-    if (r != 0) {
-      const int err = errno;
+    if (!exchanged.ok()) {
+      const int err = StatusToErrno(exchanged);
       if (err == ENOTDIR || err == EISDIR || err == EINVAL) {
         return Conflict(err, "cannot exchange these");
       }
@@ -556,11 +550,9 @@ absl::Status LocalBackend::ApplySync(uint64_t seq, const pb::Sync& op) {
     }
   }
   for (const SharedFd& fd : to_sync) {
-    if (fsync(fd->get()) != 0) return ErrnoStatus(errno, "fsync");
+    RETURN_IF_ERROR(env_->SyncFile(fd->get()));
   }
-  if (op.id() == 0 && syncfs(root_->get()) != 0) {
-    return ErrnoStatus(errno, "syncfs");
-  }
+  if (op.id() == 0) RETURN_IF_ERROR(env_->SyncFilesystem(root_->get()));
   {
     absl::MutexLock l(&mu_);
     if (stored_.session != session_id_ || stored_.seq < seq) {
@@ -568,7 +560,9 @@ absl::Status LocalBackend::ApplySync(uint64_t seq, const pb::Sync& op) {
     }
   }
   // The root holds the state xattr and the top-level names.
-  if (fsync(root_->get()) != 0) return ErrnoStatus(errno, "fsync root");
+  if (absl::Status synced = env_->SyncFile(root_->get()); !synced.ok()) {
+    return ErrnoStatus(StatusToErrno(synced), "fsync root");
+  }
   return absl::OkStatus();
 }
 

@@ -48,16 +48,10 @@ absl::Status LocalBackend::ApplyWrite(const pb::Write& op) {
   // file went meanwhile carries neither data nor times).
   const bool set_times = op.atime_ns() != 0 || op.mtime_ns() != 0;
   if (data.empty() && !set_times) return absl::OkStatus();
+  // Its size and range were checked by BackendBase::Apply.
   SharedFd fd;
   {
     absl::MutexLock l(&mu_);
-    if (data.size() > block_size_) {
-      return Invalid(absl::StrCat(data.size(), " bytes exceed the block size ",
-                                  block_size_));
-    }
-    if (op.offset() > kMaxOffset || data.size() > kMaxOffset - op.offset()) {
-      return Conflict(EFBIG, "beyond the largest file offset");
-    }
     RETURN_IF_ERROR(CheckKnownLocked(op.id(), "file"));
     ASSIGN_OR_RETURN(fd, FileFdLocked(op.id()));
   }
@@ -74,21 +68,6 @@ absl::Status LocalBackend::ApplyWrite(const pb::Write& op) {
 }
 
 namespace {
-
-absl::Status PWriteAll(int fd, absl::string_view data, uint64_t offset) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = pwrite(fd, data.data() + done, data.size() - done,
-                       static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, "pwrite");
-    }
-    if (n == 0) return ErrnoStatus(EIO, "pwrite wrote nothing");
-    done += n;
-  }
-  return absl::OkStatus();
-}
 
 // A page-aligned buffer of at least `size` bytes, one per thread, kept for
 // the next write.
@@ -110,9 +89,7 @@ char* AlignedScratch(size_t size) {
 }  // namespace
 
 absl::Status LocalBackend::ApplyPunchHole(const pb::PunchHole& op) {
-  if (op.offset() > kMaxOffset || op.length() > kMaxOffset - op.offset()) {
-    return Conflict(EFBIG, "beyond the largest file offset");
-  }
+  // Its range was checked by BackendBase::Apply.
   SharedFd fd;
   uint64_t block_size;
   {
@@ -123,12 +100,9 @@ absl::Status LocalBackend::ApplyPunchHole(const pb::PunchHole& op) {
   }
   if (op.length() == 0) return absl::OkStatus();
   // The I/O, outside the lock, as for writes.
-  if (fallocate(fd->get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                static_cast<off_t>(op.offset()),
-                static_cast<off_t>(op.length())) == 0) {
-    return absl::OkStatus();
-  }
-  if (errno != EOPNOTSUPP) return ErrnoStatus(errno, "fallocate");
+  const absl::Status punched =
+      env_->PunchHole(fd->get(), op.offset(), op.length());
+  if (punched.ok() || StatusToErrno(punched) != EOPNOTSUPP) return punched;
   // The mirror's filesystem cannot punch: the same bytes, as zeros, below
   // the file's size (which a punch keeps).
   struct stat st;
@@ -139,7 +113,7 @@ absl::Status LocalBackend::ApplyPunchHole(const pb::PunchHole& op) {
   for (uint64_t at = op.offset(); at < end;) {
     const uint64_t n = std::min<uint64_t>(end - at, block_size);
     RETURN_IF_ERROR(
-        PWriteAll(fd->get(), absl::string_view(zeros.data(), n), at));
+        env_->WriteAt(fd->get(), absl::string_view(zeros.data(), n), at));
     at += n;
   }
   return absl::OkStatus();
@@ -243,8 +217,8 @@ absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
       }
       if (aligned != nullptr) {
         RETURN_IF_ERROR(
-            PWriteAll(fd->get(), data.substr(0, start - offset), offset));
-        absl::Status direct_status = PWriteAll(
+            env_->WriteAt(fd->get(), data.substr(0, start - offset), offset));
+        absl::Status direct_status = env_->WriteAt(
             direct->get(), absl::string_view(aligned, stop - start), start);
         if (!direct_status.ok()) {
           // EINVAL: this file refuses direct I/O after all; the page
@@ -254,35 +228,26 @@ absl::Status LocalBackend::WriteData(uint64_t id, const SharedFd& fd,
           }
           direct_fds_.Erase(id);
           RETURN_IF_ERROR(
-              PWriteAll(fd->get(), data.substr(start - offset), start));
+              env_->WriteAt(fd->get(), data.substr(start - offset), start));
           return absl::OkStatus();
         }
-        return PWriteAll(fd->get(), data.substr(stop - offset), stop);
+        return env_->WriteAt(fd->get(), data.substr(stop - offset), stop);
       }
     }
   }
-  RETURN_IF_ERROR(PWriteAll(fd->get(), data, offset));
+  RETURN_IF_ERROR(env_->WriteAt(fd->get(), data, offset));
   // Start the disk write now, without waiting for it: a Sync barrier (or
   // the drain at exit) then finds most of the data already on disk instead
   // of flushing it all at the end.
   if (!data.empty()) {
-    sync_file_range(fd->get(), static_cast<off_t>(offset),
-                    static_cast<off_t>(data.size()), SYNC_FILE_RANGE_WRITE);
+    env_->StartWriteback(fd->get(), offset, data.size());
   }
   return absl::OkStatus();
 }
 
 
-absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
+absl::StatusOr<uint64_t> LocalBackend::ReadBytes(
     const pb::ReadBlockRequest& request, absl::Span<char> out) {
-  if (request.length() > kMaxReadLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("length ", request.length(), " exceeds ", kMaxReadLength));
-  }
-  if (request.offset() > kMaxOffset ||
-      request.length() > kMaxOffset - request.offset()) {
-    return absl::InvalidArgumentError("offset beyond the largest file");
-  }
   SharedFd fd;
   {
     absl::MutexLock l(&mu_);
@@ -300,15 +265,11 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
       fd = std::make_shared<const UniqueFd>(std::move(ro));
     }
   }
-  const size_t length = std::min<size_t>(request.length(), out.size());
+  const size_t length = out.size();
   // Straight from the disk into fsd's range: through the page cache a
   // block would cost one more copy, and be cached twice (fsd is the cache).
   if (std::optional<absl::StatusOr<uint64_t>> direct =
-          ReadDirect(request.id(), fd, request.offset(), out.first(length))) {
-    if (direct->ok()) {
-      absl::MutexLock l(&mu_);
-      ++acks_.blocks_read;
-    }
+          ReadDirect(request.id(), fd, request.offset(), out)) {
     return *direct;
   }
   size_t done = 0;
@@ -322,8 +283,6 @@ absl::StatusOr<uint64_t> LocalBackend::ReadBlock(
     if (n == 0) break;  // end of file
     done += n;
   }
-  absl::MutexLock l(&mu_);
-  ++acks_.blocks_read;
   return done;
 }
 

@@ -1,5 +1,5 @@
-// The local backend's reads besides file data: directory listings (which
-// bind the ids of what they find), symlink targets, stat and statfs, and
+// The local backend's reads besides file data: the entries of a directory
+// (BackendBase binds their ids), symlink targets, stat and statfs, and
 // the status. Thread-safety as LocalBackend's (local_backend.h).
 #include "mirrord/backend/local_backend.h"
 
@@ -40,20 +40,11 @@ using namespace local;  // NOLINT: the backend's own POSIX mapping
 
 // --- reads ---
 
-absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
-    const pb::ListDirectoryRequest& request) {
-  const uint64_t dir_id = request.id();
-  if (request.first_child_id() <= kRootId) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "first_child_id ", request.first_child_id(), " is not a new id"));
-  }
+absl::StatusOr<std::vector<BackendBase::ListedEntry>>
+LocalBackend::ReadDirectory(uint64_t dir_id) {
   SharedFd dir;
   {
     absl::MutexLock l(&mu_);
-    if (!ids_.Contains(dir_id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown directory id ", dir_id));
-    }
     ASSIGN_OR_RETURN(dir, DirFdLocked(dir_id));
   }
 
@@ -78,27 +69,23 @@ absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
   const int read_errno = errno;
   closedir(stream);
   if (read_errno != 0) return ErrnoStatus(read_errno, "readdir");
-  std::sort(names.begin(), names.end());
 
-  struct Found {
-    pb::DirEntry entry;
-    struct stat st;
-  };
-  std::vector<Found> found;
+  std::vector<ListedEntry> found;
   found.reserve(names.size());
   const std::string dir_path = ProcFdPath(dir->get());
   for (std::string& name : names) {
-    Found f;
-    if (fstatat(dir->get(), name.c_str(), &f.st, AT_SYMLINK_NOFOLLOW) != 0) {
+    ListedEntry f;
+    struct stat st;
+    if (fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno == ENOENT) continue;  // removed behind our back meanwhile
       return ErrnoStatus(errno, absl::StrCat("stat ", Quoted(name)));
     }
-    if (S_ISLNK(f.st.st_mode)) {
+    if (S_ISLNK(st.st_mode)) {
       char target[PATH_MAX];
       ssize_t n = readlinkat(dir->get(), name.c_str(), target, sizeof(target));
       if (n < 0) return ErrnoStatus(errno, absl::StrCat("readlink ", name));
       f.entry.set_symlink_target(target, n);
-    } else if (S_ISREG(f.st.st_mode) || S_ISDIR(f.st.st_mode)) {
+    } else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
       // Through the directory's magic link, and l*xattr: the entry itself,
       // never what a symlink there points to, with no open of it.
       const std::string path = absl::StrCat(dir_path, "/", name);
@@ -115,57 +102,32 @@ absl::StatusOr<pb::ListDirectoryResponse> LocalBackend::ListDirectory(
       }
     }
     f.entry.set_name(std::move(name));
+    *f.entry.mutable_attr() = AttrFromStat(st, 0);
+    f.object = {st.st_dev, st.st_ino};
+    // A file with one name now may get more, but then a listing finds it
+    // again with st_nlink > 1.
+    f.linkable = !S_ISDIR(st.st_mode) && st.st_nlink > 1;
     found.push_back(std::move(f));
   }
-
-  pb::ListDirectoryResponse response;
-  absl::MutexLock l(&mu_);
-  // The ids this listing would bind. A hard link of a file bound already
-  // keeps its id; everything else takes a new one.
-  auto known_link = [&](const struct stat& st)
-                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> uint64_t {
-    if (S_ISDIR(st.st_mode) || st.st_nlink <= 1) return 0;
-    const auto inode = std::make_pair(st.st_dev, st.st_ino);
-    auto it = inode_ids_.find(inode);
-    if (it == inode_ids_.end() && !unindexed_bindings_.empty()) {
-      IndexBoundFilesLocked();
-      it = inode_ids_.find(inode);
-    }
-    return it != inode_ids_.end() && ids_.Contains(it->second) ? it->second : 0;
-  };
-  if (request.max_new_ids() > 0) {
-    uint64_t needed = 0;
-    for (const Found& f : found) {
-      if (known_link(f.st) == 0) ++needed;
-    }
-    if (needed > request.max_new_ids()) {
-      response.set_ids_needed(needed);
-      return response;
-    }
-  }
-  uint64_t next = request.first_child_id();
-  for (Found& f : found) {
-    const std::string& name = f.entry.name();
-    const bool shared = !S_ISDIR(f.st.st_mode) && f.st.st_nlink > 1;
-    const auto inode = std::make_pair(f.st.st_dev, f.st.st_ino);
-    uint64_t id = known_link(f.st);
-    if (id == 0) {
-      id = next++;
-      if (ids_.Contains(id) && !ids_.HasLink(id, dir_id, name)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("id ", id, " is bound already"));
-      }
-    }
-    RETURN_IF_ERROR(ids_.AddLink(id, dir_id, name));
-    if (shared) inode_ids_[inode] = id;
-    *f.entry.mutable_attr() = AttrFromStat(f.st, id);
-    *response.add_entries() = std::move(f.entry);
-  }
-  response.set_next_free_id(next);
-  ++acks_.directories_listed;
-  return response;
+  return found;
 }
 
+uint64_t LocalBackend::LinkedIdLocked(const ListedEntry& listed) {
+  const auto inode = std::make_pair(static_cast<dev_t>(listed.object.first),
+                                    static_cast<ino_t>(listed.object.second));
+  auto it = inode_ids_.find(inode);
+  if (it == inode_ids_.end() && !unindexed_bindings_.empty()) {
+    IndexBoundFilesLocked();
+    it = inode_ids_.find(inode);
+  }
+  return it != inode_ids_.end() ? it->second : 0;
+}
+
+void LocalBackend::ListedLocked(uint64_t id, const ListedEntry& listed) {
+  if (!listed.linkable) return;
+  inode_ids_[std::make_pair(static_cast<dev_t>(listed.object.first),
+                            static_cast<ino_t>(listed.object.second))] = id;
+}
 
 absl::StatusOr<pb::ReadLinkResponse> LocalBackend::ReadLink(
     const pb::ReadLinkRequest& request) {

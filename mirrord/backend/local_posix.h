@@ -37,7 +37,6 @@ using common::UniqueFd;
 
 inline constexpr size_t kMaxSymlinkTarget = PATH_MAX - 1;
 inline constexpr size_t kMaxXattrValue = 64 * 1024;  // XATTR_SIZE_MAX
-inline constexpr uint64_t kMaxOffset = static_cast<uint64_t>(INT64_MAX);
 
 inline bool IsReservedXattr(absl::string_view name) {
   return absl::StartsWith(name, LocalBackend::kReservedXattrPrefix);
@@ -152,25 +151,22 @@ absl::StatusOr<std::vector<pb::XattrEntry>> ReadUserXattrs(ListFn list,
 
 // As a non-root agent, the owner of a directory may lack the permission
 // bits a change inside needs (say a 0555 directory fsd, as root, still
-// creates in). The owner may always chmod: when `op` (a syscall returning
-// -1 and errno on failure) fails with EACCES, grant u+wx on `dir` for one
-// more try and restore the mode after.
+// creates in). The owner may always chmod: when `op` (returning an
+// absl::Status, through the Env) fails with EACCES, grant u+wx on `dir` for
+// one more try and restore the mode after.
 template <typename Op>
-int InWritableDir(int dir, Op op) {
-  int r = op();
-  if (r >= 0 || errno != EACCES || geteuid() == 0) return r;
+absl::Status InWritableDir(int dir, Op op) {
+  absl::Status s = op();
+  if (s.ok() || common::StatusToErrno(s) != EACCES || geteuid() == 0) return s;
   struct stat st;
   if (fstat(dir, &st) != 0 || st.st_uid != geteuid() ||
       (st.st_mode & 0300) == 0300 ||
       fchmod(dir, (st.st_mode & 07777) | 0300) != 0) {
-    errno = EACCES;
-    return r;
+    return s;
   }
-  r = op();
-  const int saved = errno;
+  s = op();
   fchmod(dir, st.st_mode & 07777);
-  errno = saved;
-  return r;
+  return s;
 }
 
 // Opens `name` in `dir` as an O_PATH descriptor (never following a

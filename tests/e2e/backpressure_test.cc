@@ -1,5 +1,5 @@
-// The dirty limit: with the mirror made slow (mem-fuse-mirrord's test-only
-// MEMFUSE_TEST_WRITE_DELAY_MS), a writer of ten times the limit waits for
+// The dirty limit: with the mirror made slow (the faulty agent's write
+// delay, tests/faulty/), a writer of ten times the limit waits for
 // the mirror instead of failing or filling memory; dirty bytes never pass
 // the limit (the root's user.memfuse.status says so), reads of another file
 // go on while the writer waits, and every byte reaches the mirror.
@@ -65,8 +65,7 @@ class BackpressureTest : public E2eTest {};
 
 TEST_F(BackpressureTest, WritersWaitAtTheDirtyLimitAndReadersDoNot) {
   // 64 KiB blocks applied 3 ms apart: the mirror takes about 20 MiB/s.
-  ASSERT_EQ(setenv("MEMFUSE_TEST_WRITE_DELAY_MS", "3", 1), 0);
-  absl::Cleanup unset = [] { unsetenv("MEMFUSE_TEST_WRITE_DELAY_MS"); };
+  InjectAgentFaults({.write_delay = absl::Milliseconds(3)});
   absl::Status started =
       Mount({"--cache-size", "64", "--cache-max-write-size",
              absl::StrCat(kLimitMiB), "--block-size", "64"});

@@ -214,8 +214,7 @@ TEST_F(FsyncDurabilityTest, FsyncAfterTheParentWasRenamed) {
 TEST_F(DrainTest, SigtermDrainsEverythingBeforeExit) {
   // A mirror slower than the writer, so that SIGTERM finds a backlog on any
   // machine and the drain's progress report is what the log shows.
-  ASSERT_EQ(setenv("MEMFUSE_TEST_WRITE_DELAY_MS", "5", 1), 0);
-  absl::Cleanup unset = [] { unsetenv("MEMFUSE_TEST_WRITE_DELAY_MS"); };
+  InjectAgentFaults({.write_delay = absl::Milliseconds(5)});
   absl::Status started = Mount();
   ASSERT_TRUE(started.ok()) << started;
   pid_t agent = WaitForMirrordChild();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -213,6 +214,22 @@ void E2eTest::TearDown() {
   }
   spawned_agents_.clear();
   base_.reset();
+  if (faulty_) {
+    unsetenv(kWriteDelayVar);
+    unsetenv(kHttpTimeoutVar);
+    faulty_ = false;
+  }
+}
+
+void E2eTest::InjectAgentFaults(const AgentFaults& faults) {
+  faulty_ = true;
+  // Read by the faulty agent when it starts; fsd passes its environment on.
+  setenv(kWriteDelayVar,
+         absl::StrCat(absl::ToInt64Milliseconds(faults.write_delay)).c_str(),
+         1);
+  setenv(kHttpTimeoutVar,
+         absl::StrCat(absl::ToInt64Milliseconds(faults.http_timeout)).c_str(),
+         1);
 }
 
 absl::Status E2eTest::Mount(const std::vector<std::string>& extra) {
@@ -225,7 +242,8 @@ absl::Status E2eTest::MountMirror(const std::string& spec,
   args.insert(args.end(), extra.begin(), extra.end());
   NoteAgents();
   fs_.reset();
-  absl::StatusOr<std::unique_ptr<MountedFs>> fs = MountedFs::Start(args);
+  absl::StatusOr<std::unique_ptr<MountedFs>> fs = MountedFs::Start(
+      args, faulty_ ? FaultyMemFuseBinary() : MemFuseBinary());
   if (!fs.ok()) return fs.status();
   fs_ = std::move(*fs);
   NoteAgents();
@@ -237,7 +255,8 @@ absl::Status E2eTest::MountWithSocket(const std::string& socket,
   std::vector<std::string> args = {"--mirror-socket", socket};
   args.insert(args.end(), extra.begin(), extra.end());
   fs_.reset();
-  absl::StatusOr<std::unique_ptr<MountedFs>> fs = MountedFs::Start(args);
+  absl::StatusOr<std::unique_ptr<MountedFs>> fs = MountedFs::Start(
+      args, faulty_ ? FaultyMemFuseBinary() : MemFuseBinary());
   if (!fs.ok()) return fs.status();
   fs_ = std::move(*fs);
   return absl::OkStatus();
@@ -258,7 +277,9 @@ absl::Status E2eTest::StartAgentFor(const std::string& spec,
   }
   std::string log = TempPath(absl::StrCat("mirrord-", ++agent_starts_, ".log"));
   absl::StatusOr<std::unique_ptr<ChildProcess>> agent = ChildProcess::Start(
-      {MirrordBinary(), "--mirror", spec, "--listen", socket}, log);
+      {faulty_ ? FaultyMirrordBinary() : MirrordBinary(), "--mirror", spec,
+       "--listen", socket},
+      log);
   if (!agent.ok()) return agent.status();
   agent_ = std::move(*agent);
   bool up = WaitFor(

@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
+#include "tests/faulty/agent_faults.h"
 #include "tests/testing/mount_fixture.h"
 #include "tests/testing/tree_compare.h"
 
@@ -132,6 +133,10 @@ class E2eTest : public ::testing::Test {
   const std::string& mount() const { return fs_->path(); }
   MountedFs& fs() { return *fs_; }
 
+  // From here on, mounts and agents are the test builds (tests/faulty/),
+  // and their agents inject `faults`; until TearDown. Call before Mount.
+  void InjectAgentFaults(const AgentFaults& faults);
+
   // `mem-fuse MOUNT --mirror mirror() extra...` (one command: the daemon
   // spawns the agent). Replaces (and first cleans up) a previous mount.
   absl::Status Mount(const std::vector<std::string>& extra = {});
@@ -202,6 +207,8 @@ class E2eTest : public ::testing::Test {
   // Agents the daemon spawned, seen while it ran: ended if they outlive it.
   std::vector<pid_t> spawned_agents_;
   int agent_starts_ = 0;
+  // InjectAgentFaults was called: the faulty builds run.
+  bool faulty_ = false;
 };
 
 }  // namespace memfuse::testing

@@ -395,9 +395,8 @@ TEST_F(HttpMirrorTest, BadAnswersGiveEioAndLoseNothing) {
 }
 
 TEST_F(HttpMirrorTest, SlowAnswersTimeOutWithEio) {
-  setenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS", "500", 1);
+  InjectAgentFaults({.http_timeout = absl::Milliseconds(500)});
   absl::Status mounted = MountMirror(url());
-  unsetenv("MEMFUSE_TEST_HTTP_TIMEOUT_MS");
   ASSERT_TRUE(mounted.ok()) << mounted;
   server_.InjectFault(
       {Fault::Kind::kDelay, 1, "GET files/directory", absl::Seconds(2)});

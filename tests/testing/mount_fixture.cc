@@ -144,6 +144,12 @@ std::string MemFuseBinary() { return MEMFUSE_BIN_DIR "/mem-fuse"; }
 
 std::string MirrordBinary() { return MEMFUSE_BIN_DIR "/mem-fuse-mirrord"; }
 
+std::string FaultyMemFuseBinary() { return MEMFUSE_BIN_DIR "/faulty/mem-fuse"; }
+
+std::string FaultyMirrordBinary() {
+  return MEMFUSE_BIN_DIR "/faulty/mem-fuse-mirrord";
+}
+
 bool FuseAvailable(std::string* why) {
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
@@ -283,8 +289,7 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
 // --- MountedFs ---
 
 absl::StatusOr<std::unique_ptr<MountedFs>> MountedFs::Start(
-    const std::vector<std::string>& args) {
-  std::string binary = MemFuseBinary();
+    const std::vector<std::string>& args, const std::string& binary) {
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("daemon binary ", binary,
                                             " is missing: ", ErrnoName(errno)));

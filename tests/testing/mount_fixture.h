@@ -36,6 +36,11 @@ std::string MemFuseBinary();
 // "/mem-fuse-mirrord".
 std::string MirrordBinary();
 
+// The test builds of both (tests/faulty/): MEMFUSE_BIN_DIR "/faulty/...".
+// That mem-fuse spawns the faulty agent beside it.
+std::string FaultyMemFuseBinary();
+std::string FaultyMirrordBinary();
+
 // Whether /dev/fuse can be opened; `why` gets the reason when not.
 bool FuseAvailable(std::string* why);
 
@@ -100,11 +105,13 @@ class MountedFs {
   static constexpr std::chrono::seconds kMountTimeout{10};
   static constexpr std::chrono::seconds kExitTimeout{10};
 
-  // Starts `mem-fuse MOUNTPOINT args...` and waits, polling statfs every
-  // 10 ms for at most kMountTimeout, until the mount point is a FUSE mount.
-  // Errors carry the daemon's stderr.
+  // Starts `mem-fuse MOUNTPOINT args...` (`binary`, MemFuseBinary() by
+  // default) and waits, polling statfs every 10 ms for at most
+  // kMountTimeout, until the mount point is a FUSE mount. Errors carry the
+  // daemon's stderr.
   static absl::StatusOr<std::unique_ptr<MountedFs>> Start(
-      const std::vector<std::string>& args);
+      const std::vector<std::string>& args,
+      const std::string& binary = MemFuseBinary());
 
   MountedFs(const MountedFs&) = delete;
   MountedFs& operator=(const MountedFs&) = delete;
