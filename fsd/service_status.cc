@@ -8,6 +8,7 @@
 #include "common/service_notify.h"
 #include "fsd/block_budget.h"
 #include "fsd/mutation_log.h"
+#include "fsd/status_report.h"
 #include "fsd/units.h"
 
 namespace memfuse::fsd {
@@ -47,24 +48,26 @@ void ServiceStatus::Draining(std::string_view line) {
 }
 
 std::string ServiceStatus::Line() {
-  MutationLog* log = ctx_->log;
-  const MutationLog::Backlog b =
-      log != nullptr ? log->GetBacklog() : MutationLog::Backlog{};
+  const StatusReport report = StatusReport::Gather(
+      ctx_->tree, ctx_->budget, ctx_->log, /*walk_tree=*/false);
+  const MutationLog::Backlog b = report.mirror.value_or(MutationLog::Backlog{});
   if (stopping_) {
     if (!drain_line_.empty()) return drain_line_;
-    if (log == nullptr) return absl::StrFormat("unmounting %s", mountpoint_);
+    if (!report.mirror.has_value()) {
+      return absl::StrFormat("unmounting %s", mountpoint_);
+    }
     return absl::StrFormat(
         "unmounting %s; then draining %s and %u changes to the mirror",
         mountpoint_, MiB(b.data_bytes), b.mutations);
   }
   std::string line = absl::StrFormat("mounted on %s", mountpoint_);
-  if (ctx_->budget != nullptr) {
-    absl::StrAppendFormat(&line, "; cache %s of %s", MiB(ctx_->budget->used()),
-                          MiB(ctx_->budget->limit()));
+  if (report.cache.has_value()) {
+    absl::StrAppendFormat(&line, "; cache %s of %s", MiB(report.cache->bytes),
+                          MiB(report.cache->limit));
   }
-  if (log != nullptr) {
+  if (report.mirror.has_value()) {
     absl::StrAppendFormat(&line, "; dirty %s of %s; %u changes not mirrored",
-                          MiB(b.dirty_bytes), MiB(log->dirty().limit()),
+                          MiB(b.dirty_bytes), MiB(report.dirty_limit),
                           b.mutations);
   }
   return line;

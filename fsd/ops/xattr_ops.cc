@@ -4,8 +4,8 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "fsd/mutation_log.h"
 #include "fsd/ops/ops.h"
+#include "fsd/status_report.h"
 
 namespace memfuse::fsd::ops {
 namespace {
@@ -33,40 +33,11 @@ void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name,
                        ino, name, std::string_view(value, size), flags));
 }
 
-// The daemon's state for operators and tests, one "name value" per line:
-// `getfattr --only-values -n user.memfuse.status MOUNT`. Not listed, not
-// settable; only the root has it.
+// The daemon's state for operators and tests, one "name value" per line
+// (StatusReport::Text): `getfattr --only-values -n user.memfuse.status
+// MOUNT`. Not listed, not settable; only the root has it.
 std::string StatusText(const Context& ctx) {
-  std::string out;
-  if (ctx.budget != nullptr) {
-    absl::StrAppend(&out, "cache_bytes ", ctx.budget->used(), "\n",
-                    "cache_peak ", ctx.budget->peak(), "\n",
-                    "cache_limit ", ctx.budget->limit(), "\n");
-  }
-  const Tree::CacheStats c = ctx.tree->GetCacheStats();
-  absl::StrAppend(&out, "dirs_listed ", c.dirs_listed, "\n",
-                  "blocks_fetched ", c.blocks_fetched, "\n",
-                  "bytes_fetched ", c.bytes_fetched, "\n",
-                  "readahead_blocks ", c.readahead_blocks, "\n",
-                  "blocks_evicted ", c.blocks_evicted, "\n");
-  const Tree::MetadataStats m = ctx.tree->GetMetadataStats();
-  absl::StrAppend(&out, "inodes ", m.inodes, "\n", "dir_entries ", m.entries,
-                  "\n", "metadata_bytes ", m.bytes, "\n");
-  if (ctx.log != nullptr) {
-    const MutationLog::Backlog b = ctx.log->GetBacklog();
-    absl::StrAppend(&out, "dirty_bytes ", b.dirty_bytes, "\n",
-                    "dirty_peak ", b.dirty_peak, "\n",
-                    "dirty_limit ", ctx.log->dirty().limit(), "\n",
-                    "dirty_waits ", b.dirty_waits, "\n",
-                    "cache_waits ", c.cache_waits, "\n",
-                    "unacked_changes ", b.mutations, "\n",
-                    "unacked_data_bytes ", b.data_bytes, "\n",
-                    "mirrored_data_bytes ", b.acked_bytes, "\n",
-                    "mirror_repairs ", b.repairs, "\n",
-                    "mirror_refused_objects ", b.refused_objects, "\n",
-                    "mirror_lost_bytes ", b.lost_bytes, "\n");
-  }
-  return out;
+  return StatusReport::Gather(ctx.tree, ctx.budget, ctx.log).Text();
 }
 
 void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
