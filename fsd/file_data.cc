@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "common/status.h"
+#include "fsd/block_memory.h"
 #include "fsd/block_size.h"
 
 namespace memfuse::fsd {
@@ -25,26 +26,21 @@ constexpr uint64_t kMapFrom = 64 << 10;
 
 }  // namespace
 
-// A buffer of `size` bytes, not initialized. Big ones are faulted in with
-// one madvise instead of a page fault per 4 KiB page, which is most of the
-// cost of writing a fresh block.
+// A buffer of `size` bytes, not initialized. Big ones come from huge pages
+// and are reused (block_memory.h): a fresh mapping is most of the cost of
+// writing a new block.
 FileData::Buffer FileData::NewBuffer(uint64_t size) {
   if (size < kMapFrom) {
     return Buffer(new char[size], BufferDeleter(size));
   }
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  // Best effort: on failure the pages fault in one by one as usual.
-  madvise(p, size, MADV_POPULATE_WRITE);
-  return Buffer(static_cast<char*>(p), BufferDeleter(size));
+  return Buffer(block_memory::Allocate(size), BufferDeleter(size));
 }
 
 void FileData::BufferDeleter::operator()(char* p) const {
   if (size < kMapFrom) {
     delete[] p;
   } else {
-    munmap(p, size);
+    block_memory::Free(p, size);
   }
 }
 

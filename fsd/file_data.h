@@ -65,9 +65,10 @@ class FileData {
   void FindMissing(uint64_t block_size, uint64_t offset, uint64_t length,
                    bool edges_only, std::vector<Missing>* out) const;
   bool IsMissing(uint64_t block_size, uint64_t index, Missing* missing) const;
-  // Big buffers are mappings of their own, so that freeing one (eviction)
-  // returns its memory to the system at once instead of leaving it in a
-  // malloc arena; small ones come from malloc.
+  // Big buffers come from huge pages and go back to them (block_memory.h:
+  // a bounded number are kept for reuse, the rest are returned to the
+  // system at once, never left in a malloc arena); small ones come from
+  // malloc.
   struct BufferDeleter {
     constexpr BufferDeleter() noexcept : size(0) {}
     explicit constexpr BufferDeleter(uint64_t size) noexcept : size(size) {}

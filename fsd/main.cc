@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   // Up to 64 FUSE threads, each of which would get a malloc arena of its
   // own that keeps what was freed in it (gRPC's and protobuf's message
   // buffers): a few arenas keep fsd's memory near --cache-size. Blocks
-  // themselves are mappings of their own (FileData::NewBuffer).
+  // themselves come from huge pages (fsd/block_memory.h).
   mallopt(M_ARENA_MAX, 2);
   memfuse::common::service::Init();
   using namespace memfuse::fsd;
